@@ -1,0 +1,42 @@
+"""The ``anthology`` command line. Errors the user can fix print one line and exit with status 2."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from anthology import __version__
+from anthology.cli.models import models
+from anthology.errors import AnthologyError
+
+
+class _Group(click.Group):
+    """A command group that turns :class:`AnthologyError` into a one-line message and exit status 2."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except AnthologyError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="anthology")
+def app() -> None:
+    """Virtual personas for language models from an anthology of backstories.
+
+    Build a panel of LLM personas conditioned on self-written life stories, match them to the
+    respondents of a real survey, have them answer it, and compare with the people.
+    """
+
+
+app.add_command(models)
+
+
+def main(argv: list[str] | None = None) -> None:
+    app.main(args=argv if argv is not None else sys.argv[1:], prog_name="anthology")

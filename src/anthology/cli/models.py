@@ -1,0 +1,114 @@
+"""``anthology models``: list the bundled models and try any model."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from anthology.errors import ConfigError
+
+
+@click.group()
+def models() -> None:
+    """Language models: bundled presets, local Hugging Face models, OpenAI-compatible servers."""
+
+
+@models.command("list")
+def list_models() -> None:
+    """Show the bundled offline models and whether they are installed."""
+    from anthology.models.presets import PRESETS
+
+    table = Table(title="Bundled models (use the name with --model)")
+    for column in ("name", "style", "description", "source package", "licence", "size", "installed"):
+        table.add_column(column)
+    for p in PRESETS.values():
+        installed = "yes" if p.installed() else f"no: {p.install_hint}"
+        table.add_row(p.name, p.style, p.description, p.package, p.licence, f"{p.size_mb} MB", installed)
+    console = Console()
+    console.print(table)
+    console.print(
+        "Other models: a local folder or .gguf file, hf:ORG/NAME (from the local Hugging Face cache), "
+        "or openai:MODEL@URL for vLLM, SGLang, Ollama, llama.cpp and OpenAI."
+    )
+
+
+@models.command("try")
+@click.argument("model")
+@click.argument("more_options", nargs=-1, metavar="")
+@click.option("--prompt", required=True, help="Prompt text (a completion prompt, or with --chat a user message).")
+@click.option("--options", "options", multiple=True,
+              help='Candidate continuations to score, e.g. --options " A" " B" " C".')
+@click.option("--max-tokens", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--temperature", type=click.FloatRange(0), default=1.0, show_default=True)
+@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True)
+@click.option("--stop", multiple=True, help="Stop string (repeatable).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--chat", is_flag=True, help="Send the prompt as a chat user message.")
+@click.option("--base-url", help="Base URL of an OpenAI-compatible server (for openai:MODEL).")
+@click.option("--api-key-env", help="Environment variable holding the API key (default OPENAI_API_KEY).")
+@click.option("--device", help="Device for local models: auto, cpu, cuda, cuda:1 ...")
+@click.option("--dtype", help="dtype for local models: auto, float32, bfloat16, float16.")
+@click.option("--cache", "cache_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Response cache file (default: the user cache; $ANTHOLOGY_CACHE overrides).")
+@click.option("--no-cache", is_flag=True, help="Do not read or write the response cache.")
+def try_model(
+    model: str,
+    more_options: tuple[str, ...],
+    prompt: str,
+    options: tuple[str, ...],
+    max_tokens: int,
+    temperature: float,
+    top_p: float,
+    stop: tuple[str, ...],
+    seed: int,
+    chat: bool,
+    base_url: str | None,
+    api_key_env: str | None,
+    device: str | None,
+    dtype: str | None,
+    cache_path: Path | None,
+    no_cache: bool,
+) -> None:
+    """Generate from MODEL and, with --options, print each option's probability."""
+    from anthology.models.base import GenerateRequest, ScoreRequest
+    from anthology.models.cache import CachedModel, ResponseCache, default_cache_path
+    from anthology.models.registry import load_model
+
+    if more_options and not options:
+        raise ConfigError(f"unexpected argument {more_options[0]!r}: candidates go after --options")
+    candidates = (*options, *more_options)
+    backend_options = {"device": device, "dtype": dtype} if not model.startswith("openai:") else {
+        "base_url": base_url, "api_key_env": api_key_env, "chat": chat or None}
+    lm = load_model(model, **backend_options)
+    cache = None if no_cache else ResponseCache(cache_path or default_cache_path())
+    cached = CachedModel(lm, cache)
+    text_prompt = ({"role": "user", "content": prompt},) if chat else prompt
+    console = Console()
+    try:
+        [result] = cached.generate([
+            GenerateRequest(text_prompt, max_tokens=max_tokens, temperature=temperature,
+                            top_p=top_p, stop=stop, seed=seed)
+        ])
+        console.print("[bold]generated[/bold]", style="cyan")
+        console.print(result.samples[0].text, markup=False, highlight=False)
+        if candidates:
+            [scored] = cached.score([ScoreRequest(text_prompt, candidates)])
+            table = Table(title="options")
+            for column in ("option", "log-prob", "probability", "renormalised"):
+                table.add_column(column, justify="right")
+            rows = zip(candidates, scored.logprobs, scored.probabilities(), scored.imputed, strict=True)
+            for option, lp, p, imputed in rows:
+                mark = " (imputed)" if imputed else ""
+                table.add_row(repr(option), f"{lp:.4f}", f"{math.exp(lp):.4f}", f"{p:.4f}{mark}")
+            console.print(table)
+            console.print(f"coverage (probability mass on these options): {scored.coverage:.4f}")
+        s = cached.stats
+        console.print(f"[dim]cache hits {s.hits}, model calls {s.model_calls}[/dim]")
+    finally:
+        if cache is not None:
+            cache.close()
+        lm.close()

@@ -1,0 +1,583 @@
+"""Local Hugging Face transformers backend (CPU and CUDA).
+
+* Generation runs our own decoding loop rather than ``model.generate`` so that every sample draws its
+  random numbers from its own seeded stream: sample k of a request is the same text whether it was
+  generated alone or in a batch of 64. Prompts are left-padded; a prompt asked for n samples is
+  prefilled once and its KV cache repeated; finished rows leave the batch; stop strings are checked per
+  row.
+* Option scoring finds the token prefix that requests share (one backstory, many questions), runs the
+  prefix once and scores every suffix on top of its KV cache. Single-token options of one request share
+  a single row: the next-token distribution after the context scores them all.
+
+This module imports torch; nothing outside ``anthology.models`` imports it.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import inspect
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from anthology.errors import BackendError, ModelNotFoundError
+from anthology.models.base import (
+    Capabilities,
+    GenerateRequest,
+    GenerateResult,
+    Prompt,
+    Sample,
+    ScoreRequest,
+    ScoreResult,
+    check_requests,
+    sample_seed,
+    split_context_space,
+)
+
+_TAIL_CHARS = 32  # context characters re-tokenised with an option to find the boundary tokens
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    try:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r}: use auto, float32, bfloat16 or float16") from None
+
+
+def _fingerprint(path: Path) -> str:
+    """A cheap revision id for a local model folder: its config and the names and sizes of its files."""
+    h = hashlib.sha256()
+    for f in sorted(path.iterdir()):
+        if f.is_file():
+            h.update(f"{f.name}:{f.stat().st_size}\n".encode())
+            if f.suffix == ".json" and f.stat().st_size < 1_000_000:
+                h.update(f.read_bytes())
+    return "local-" + h.hexdigest()[:16]
+
+
+@dataclass
+class _Row:
+    """One generation sample in flight."""
+
+    unit: int  # index into the flat list of (request, sample) units
+    prompt: int  # index into the unique prompts of the batch
+    temperature: float
+    top_p: float
+    max_tokens: int
+    stop: tuple[str, ...]
+    seed: int
+
+
+class HFModel:
+    """A causal LM loaded with transformers, on CPU (fp32) or CUDA (bf16) by default.
+
+    ``source`` is a local folder or a Hugging Face hub id (read from the local cache when offline);
+    ``gguf_file`` names a GGUF file inside that folder.
+    """
+
+    def __init__(
+        self,
+        source: str | Path,
+        *,
+        name: str | None = None,
+        revision: str | None = None,
+        gguf_file: str | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_size: int | None = None,
+        batch_tokens: int | None = None,
+        share_prefix: bool = True,
+        min_shared_prefix: int = 16,
+        model: Any = None,
+        tokenizer: Any = None,
+    ) -> None:
+        self.device = _resolve_device(device)
+        self.dtype = _resolve_dtype(dtype, self.device)
+        self.share_prefix = share_prefix
+        self.min_shared_prefix = min_shared_prefix
+        on_gpu = self.device.type == "cuda"
+        self.batch_size = batch_size or (256 if on_gpu else 32)
+        self.batch_tokens = batch_tokens or (131_072 if on_gpu else 4096)
+        source = str(source)
+        if model is None or tokenizer is None:
+            model, tokenizer = _load(source, revision=revision, gguf_file=gguf_file, dtype=self.dtype)
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        # transformers renamed the forward argument past_key_values to cache (5.2x); accept both.
+        params = inspect.signature(self.model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self._pad_id = _pad_id(tokenizer)
+        self._eos_ids = _eos_ids(model, tokenizer)
+        if revision is None and Path(source).is_dir():
+            revision = _fingerprint(Path(source))
+        self._identity = {
+            "backend": "hf",
+            "model": name or source,
+            "revision": revision,
+            "dtype": str(self.dtype).removeprefix("torch."),
+        }
+        max_pos = getattr(model.config, "max_position_embeddings", None)
+        self._caps = Capabilities(
+            completion=True,
+            chat=getattr(tokenizer, "chat_template", None) is not None,
+            logprobs=True,
+            top_logprobs=None,
+            max_context=int(max_pos) if max_pos else None,
+            seeded=True,
+        )
+
+    # -- protocol -------------------------------------------------------------------------------
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return dict(self._identity)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._caps
+
+    def close(self) -> None:
+        self.model = None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
+        check_requests(self, "generate", requests)
+        prompts = [self._encode_prompt(r.prompt) for r in requests]
+        rows: list[_Row] = []
+        owners: list[tuple[int, int]] = []  # unit -> (request, sample index)
+        for i, r in enumerate(requests):
+            for k in range(r.first_sample, r.first_sample + r.n):
+                seed = sample_seed(r.seed, k)
+                if seed is None:
+                    seed = int.from_bytes(os.urandom(8), "little") & 0x7FFF_FFFF_FFFF_FFFF
+                rows.append(_Row(len(owners), i, r.temperature, r.top_p, r.max_tokens, r.stop, seed))
+                owners.append((i, k))
+        # Longest prompts first: an out-of-memory error shows at once, and batches pad little.
+        rows.sort(key=lambda row: -len(prompts[row.prompt]))
+        samples: list[Sample | None] = [None] * len(rows)
+        for batch in self._batches(rows, lambda row: len(prompts[row.prompt]) + row.max_tokens):
+            for row, sample in zip(batch, self._generate_batch(batch, prompts), strict=True):
+                samples[row.unit] = sample
+        per_request: list[list[Sample]] = [[] for _ in requests]
+        for unit, (owner, _) in enumerate(owners):
+            sample = samples[unit]
+            if sample is None:
+                raise BackendError(f"internal error: sample {unit} of the batch was not generated")
+            per_request[owner].append(sample)
+        return [
+            GenerateResult(samples=tuple(got), prompt_tokens=len(prompt))
+            for got, prompt in zip(per_request, prompts, strict=True)
+        ]
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        check_requests(self, "score", requests)
+        contexts: list[list[int]] = []
+        rows: dict[tuple[int, ...], int] = {}  # row tokens -> row index
+        targets: list[list[tuple[int, int, list[int]]]] = []  # per request: (option, row, tokens)
+        for r in requests:
+            ctx_ids, conts = self._encode_options(r.context, r.options)
+            contexts.append(ctx_ids)
+            per_option = []
+            for j, cont in enumerate(conts):
+                row = tuple(ctx_ids + cont[:-1])
+                per_option.append((j, rows.setdefault(row, len(rows)), cont))
+            targets.append(per_option)
+        row_tokens = list(rows)
+        # Positions whose next-token log-probs each row needs: from the last context token on.
+        needs: list[dict[int, list[int]]] = [{} for _ in row_tokens]
+        for ctx_ids, per_option in zip(contexts, targets, strict=True):
+            for _, row, cont in per_option:
+                for t, token in enumerate(cont):
+                    needs[row].setdefault(len(ctx_ids) - 1 + t, []).append(token)
+        logprobs = self._score_rows(row_tokens, needs)
+        results = []
+        for ctx_ids, per_option in zip(contexts, targets, strict=True):
+            lps = []
+            for _, row, cont in per_option:
+                lps.append(
+                    sum(logprobs[row][(len(ctx_ids) - 1 + t, tok)] for t, tok in enumerate(cont))
+                )
+            coverage = float(sum(torch.tensor(lps, dtype=torch.float64).exp()))
+            results.append(
+                ScoreResult(logprobs=tuple(lps), coverage=coverage, prompt_tokens=len(ctx_ids))
+            )
+        return results
+
+    # -- tokenisation -----------------------------------------------------------------------------
+
+    def _render(self, prompt: Prompt) -> tuple[str, bool]:
+        """Prompt text, and whether the tokenizer should add its special tokens (BOS)."""
+        if isinstance(prompt, str):
+            return prompt, True
+        text = self.tokenizer.apply_chat_template(
+            [dict(m) for m in prompt], tokenize=False, add_generation_prompt=True
+        )
+        return text, False
+
+    def _encode_prompt(self, prompt: Prompt) -> list[int]:
+        text, special = self._render(prompt)
+        ids = self.tokenizer(text, add_special_tokens=special)["input_ids"]
+        if not ids:
+            raise BackendError("empty prompt: give the model some text to continue")
+        return list(ids)
+
+    def _encode_options(self, context: Prompt, options: Sequence[str]) -> tuple[list[int], list[list[int]]]:
+        text, special = self._render(context)
+        if isinstance(context, str):
+            text, options = split_context_space(text, options)
+        ctx_ids = list(self.tokenizer(text, add_special_tokens=special)["input_ids"])
+        # Tokenise only the context's tail together with each option: tokens can merge across the
+        # boundary, and re-tokenising a 2,000-token backstory per option would dominate the cost.
+        tail = text[-_TAIL_CHARS:]
+        tail_ids = self.tokenizer(tail, add_special_tokens=False)["input_ids"]
+        conts = []
+        for option in options:
+            joint = self.tokenizer(tail + option, add_special_tokens=False)["input_ids"]
+            if joint[: len(tail_ids)] == tail_ids and len(joint) > len(tail_ids):
+                cont = list(joint[len(tail_ids) :])
+            else:
+                cont = list(self.tokenizer(option, add_special_tokens=False)["input_ids"])
+            if not cont:
+                raise BackendError(f"option {option!r} encodes to no tokens")
+            conts.append(cont)
+        return ctx_ids, conts
+
+    # -- batching ------------------------------------------------------------------------------
+
+    def _batches(self, items: list[Any], cost) -> list[list[Any]]:
+        """Split items (already sorted longest first) into batches within the row and token budgets."""
+        batches: list[list[Any]] = []
+        current: list[Any] = []
+        width = 0
+        for item in items:
+            new_width = max(width, cost(item))
+            if current and (
+                len(current) >= self.batch_size or new_width * (len(current) + 1) > self.batch_tokens
+            ):
+                batches.append(current)
+                current, new_width = [], cost(item)
+            current.append(item)
+            width = new_width
+        if current:
+            batches.append(current)
+        return batches
+
+    # -- generation ----------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def _generate_batch(self, rows: list[_Row], prompts: list[list[int]]) -> list[Sample]:
+        dev = self.device
+        unique = sorted({row.prompt for row in rows})
+        slot = {p: s for s, p in enumerate(unique)}
+        width = max(len(prompts[p]) for p in unique)
+        max_new = max(row.max_tokens for row in rows)
+        limit = self._caps.max_context
+        if limit is not None and width >= limit:
+            raise BackendError(
+                f"prompt of {width} tokens does not fit the model's context of {limit} tokens"
+            )
+        ids = torch.full((len(unique), width), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(unique), width), dtype=torch.long)
+        for s, p in enumerate(unique):
+            toks = prompts[p]
+            ids[s, width - len(toks) :] = torch.tensor(toks)
+            mask[s, width - len(toks) :] = 1
+        ids, mask = ids.to(dev), mask.to(dev)
+        positions = (mask.cumsum(-1) - 1).clamp_min(0)
+        out = self.model(
+            input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1
+        )
+        pick = torch.tensor([slot[row.prompt] for row in rows], device=dev)
+        cache = _kv_cache(out)
+        cache.batch_select_indices(pick)
+        logits = out.logits[:, -1, :].float()[pick]
+        mask = mask[pick]
+        next_pos = positions[pick, -1] + 1
+
+        n = len(rows)
+        budgets = [row.max_tokens if limit is None else min(row.max_tokens, limit - width) for row in rows]
+        temps = torch.tensor([row.temperature for row in rows], device=dev)
+        top_ps = torch.tensor([row.top_p for row in rows], device=dev)
+        uniforms = torch.stack(
+            [
+                torch.rand(max_new, generator=torch.Generator().manual_seed(row.seed), dtype=torch.float64)
+                for row in rows
+            ]
+        ).to(dev)
+        stop_window = self._stop_window(rows)
+        generated: list[list[int]] = [[] for _ in range(n)]
+        finish: list[str | None] = [None] * n
+        active = list(range(n))  # batch slot -> row
+        step = 0
+        while active:
+            tokens = _sample(logits, temps, top_ps, uniforms[:, step]).tolist()
+            keep = []
+            for b, r in enumerate(active):
+                tok = tokens[b]
+                if tok in self._eos_ids:
+                    finish[r] = "stop"
+                    continue
+                generated[r].append(tok)
+                if rows[r].stop and self._hit_stop(generated[r], rows[r].stop, stop_window):
+                    finish[r] = "stop"
+                elif len(generated[r]) >= budgets[r]:
+                    finish[r] = "length"
+                else:
+                    keep.append(b)
+            step += 1
+            if not keep:
+                break
+            if len(keep) < len(active):
+                idx = torch.tensor(keep, device=dev)
+                cache.batch_select_indices(idx)
+                mask, next_pos = mask[idx], next_pos[idx]
+                temps, top_ps, uniforms = temps[idx], top_ps[idx], uniforms[idx]
+                active = [active[b] for b in keep]
+            feed = torch.tensor([[generated[r][-1]] for r in active], device=dev)
+            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
+            out = self.model(
+                input_ids=feed,
+                attention_mask=mask,
+                position_ids=next_pos[:, None],
+                use_cache=True,
+                **{self._cache_kw: cache},
+            )
+            cache = _kv_cache(out)
+            logits = out.logits[:, -1, :].float()
+            next_pos = next_pos + 1
+        samples = []
+        for r, row in enumerate(rows):
+            text = self.tokenizer.decode(generated[r], skip_special_tokens=True)
+            text = _cut_at_stop(text, row.stop)
+            samples.append(Sample(text=text, finish_reason=finish[r] or "length",
+                                  completion_tokens=len(generated[r])))
+        return samples
+
+    def _stop_window(self, rows: list[_Row]) -> int:
+        stops = {s for row in rows for s in row.stop}
+        longest = max((len(self.tokenizer(s, add_special_tokens=False)["input_ids"]) for s in stops),
+                      default=0)
+        return longest + 4
+
+    def _hit_stop(self, generated: list[int], stop: tuple[str, ...], window: int) -> bool:
+        tail = self.tokenizer.decode(generated[-window:], skip_special_tokens=True)
+        return any(s in tail for s in stop)
+
+    # -- scoring -------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def _score_rows(
+        self, rows: list[tuple[int, ...]], needs: list[dict[int, list[int]]]
+    ) -> list[dict[tuple[int, int], float]]:
+        """Log-probability of each needed (position, token) of each row."""
+        found: list[dict[tuple[int, int], float]] = [{} for _ in rows]
+        order = sorted(range(len(rows)), key=lambda i: rows[i])
+        groups = self._prefix_groups(order, rows, needs) if self.share_prefix else [(0, order)]
+        for prefix_len, members in groups:
+            cache = None
+            if prefix_len:
+                prefix = torch.tensor([rows[members[0]][:prefix_len]], device=self.device)
+                out = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1)
+                cache = _kv_cache(out)
+            members = sorted(members, key=lambda i: -len(rows[i]))
+            for batch in self._batches(members, lambda i: len(rows[i]) - prefix_len):
+                self._score_batch(batch, rows, needs, prefix_len, cache, found)
+        return found
+
+    def _prefix_groups(
+        self, order: list[int], rows: list[tuple[int, ...]], needs: list[dict[int, list[int]]]
+    ) -> list[tuple[int, list[int]]]:
+        """Group rows (sorted by tokens) that share a long token prefix. Each group's prefix stops
+        before the first position whose log-probs any member needs, so it is run once, logits unused."""
+        groups: list[tuple[int, list[int]]] = []
+        solo: list[int] = []
+
+        def close(members: list[int], prefix_len: int) -> None:
+            if len(members) > 1 and prefix_len >= self.min_shared_prefix:
+                groups.append((prefix_len, members))
+            else:
+                solo.extend(members)
+
+        members: list[int] = []
+        prefix_len = 0
+        for i in order:
+            first_need = min(needs[i])
+            if not members:
+                members, prefix_len = [i], first_need
+                continue
+            common = _common_prefix(rows[members[0]], rows[i])
+            shared = min(prefix_len, common, first_need)
+            if shared >= self.min_shared_prefix:
+                members.append(i)
+                prefix_len = shared
+            else:
+                close(members, prefix_len)
+                members, prefix_len = [i], first_need
+        if members:
+            close(members, prefix_len)
+        if solo:
+            groups.append((0, solo))
+        return groups
+
+    def _score_batch(
+        self,
+        batch: list[int],
+        rows: list[tuple[int, ...]],
+        needs: list[dict[int, list[int]]],
+        prefix_len: int,
+        cache: Any,
+        found: list[dict[tuple[int, int], float]],
+    ) -> None:
+        dev = self.device
+        suffixes = [rows[i][prefix_len:] for i in batch]
+        width = max(len(s) for s in suffixes)
+        ids = torch.full((len(batch), width), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), prefix_len + width), dtype=torch.long)
+        mask[:, :prefix_len] = 1
+        for b, s in enumerate(suffixes):
+            ids[b, : len(s)] = torch.tensor(s)
+            mask[b, prefix_len : prefix_len + len(s)] = 1
+        positions = torch.arange(prefix_len, prefix_len + width).expand(len(batch), -1)
+        kwargs: dict[str, Any] = {}
+        if cache is not None:
+            batch_cache = copy.deepcopy(cache)
+            batch_cache.batch_repeat_interleave(len(batch))
+            kwargs[self._cache_kw] = batch_cache
+        out = self.model(
+            input_ids=ids.to(dev),
+            attention_mask=mask.to(dev),
+            position_ids=positions.to(dev),
+            use_cache=cache is not None,
+            **kwargs,
+        )
+        # Gather only the needed positions before the log-softmax over the vocabulary.
+        coords = [(b, pos) for b, i in enumerate(batch) for pos in sorted(needs[i])]
+        bi = torch.tensor([b for b, _ in coords], device=dev)
+        pi = torch.tensor([pos - prefix_len for _, pos in coords], device=dev)
+        logprobs = torch.log_softmax(out.logits[bi, pi].float(), dim=-1)
+        for k, (b, pos) in enumerate(coords):
+            i = batch[b]
+            for token in needs[i][pos]:
+                found[i][(pos, token)] = float(logprobs[k, token])
+
+
+def _kv_cache(out: Any) -> Any:
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def _sample(logits: torch.Tensor, temps: torch.Tensor, top_ps: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """One token per row by inverse-CDF sampling with the row's own uniform draw ``u``.
+
+    Each row's result depends only on its own logits, parameters and draw, never on the other rows in
+    the batch, which is what makes batched and one-at-a-time sampling agree. Temperature 0 is greedy.
+    """
+    greedy = temps <= 0
+    scaled = logits / torch.where(greedy, torch.ones_like(temps), temps)[:, None]
+    probs = torch.softmax(scaled, dim=-1).double()
+    tokens = torch.empty(len(logits), dtype=torch.long, device=logits.device)
+    nucleus = top_ps < 1
+    plain = ~nucleus
+    if plain.any():
+        cdf = probs[plain].cumsum(-1)
+        pick = torch.searchsorted(cdf, (u[plain] * cdf[:, -1])[:, None]).clamp_max(probs.shape[-1] - 1)
+        tokens[plain] = pick[:, 0]
+    if nucleus.any():
+        sorted_p, sorted_idx = probs[nucleus].sort(dim=-1, descending=True)
+        cum = sorted_p.cumsum(-1)
+        sorted_p = sorted_p.masked_fill(cum - sorted_p > top_ps[nucleus, None], 0.0)
+        cdf = sorted_p.cumsum(-1)
+        pick = torch.searchsorted(cdf, (u[nucleus] * cdf[:, -1])[:, None]).clamp_max(probs.shape[-1] - 1)
+        tokens[nucleus] = sorted_idx.gather(1, pick)[:, 0]
+    if greedy.any():
+        tokens[greedy] = logits[greedy].argmax(-1)
+    return tokens
+
+
+def _cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
+    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
+    return text if cut < 0 else text[:cut]
+
+
+def _pad_id(tokenizer: Any) -> int:
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
+        if candidate is not None:
+            return int(candidate)
+    return 0
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    ids: set[int] = set()
+    for value in (getattr(model.generation_config, "eos_token_id", None), tokenizer.eos_token_id):
+        if isinstance(value, int):
+            ids.add(value)
+        elif value:
+            ids.update(int(v) for v in value)
+    return ids
+
+
+def _load(source: str, *, revision: str | None, gguf_file: str | None, dtype: torch.dtype) -> tuple[Any, Any]:
+    """Load model and tokenizer; a missing model is a one-line :class:`ModelNotFoundError`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    extra: dict[str, Any] = {"revision": revision} if revision else {}
+    if gguf_file:
+        extra["gguf_file"] = gguf_file
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **extra)
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=dtype, attn_implementation="sdpa", **extra
+        )
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelNotFoundError(
+            f"cannot load Hugging Face model {source!r} ({first[:160]}); give a local folder, a model "
+            "already in the Hugging Face cache, or a preset (see `anthology models list`)"
+        ) from exc
+    return model, tokenizer
+
+
+def save_converted(model: Any, tokenizer: Any, target: Path, metadata: dict[str, Any]) -> None:
+    """Write a loaded model as safetensors plus tokenizer into ``target`` (atomically, via a temporary
+    folder renamed into place) so later loads skip GGUF conversion."""
+    tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    # The weights are already dequantised: drop the GGUF "quantizer" so they save as plain tensors.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "anthology-model.json").write_text(json.dumps(metadata, indent=2))
+    try:
+        tmp.rename(target)
+    except OSError:
+        # Another process finished the same conversion first; keep theirs.
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)

