@@ -65,5 +65,11 @@ def tiny_model(tiny_parts):
     from anthology.models.hf import HFModel
 
     model, tokenizer = tiny_parts
-    return HFModel("tiny-llama", name="tiny-llama", revision="test", model=model, tokenizer=tokenizer,
-                   device="cpu")
+    return HFModel(
+        "tiny-llama",
+        name="tiny-llama",
+        revision="test",
+        model=model,
+        tokenizer=tokenizer,
+        device="cpu",
+    )

@@ -114,8 +114,7 @@ class FakeModel:
         out = []
         for r in requests:
             lps = tuple(
-                -int(hashlib.sha256(f"{self.name}{r.context!r}{o}".encode()).hexdigest()[:4], 16)
-                / 1000
+                -int(hashlib.sha256(f"{self.name}{r.context!r}{o}".encode()).hexdigest()[:4], 16) / 1000
                 for o in r.options
             )
             out.append(ScoreResult(logprobs=lps, coverage=0.5, prompt_tokens=len(str(r.context))))
@@ -220,9 +219,7 @@ def test_generate_rerun_makes_no_backend_calls(db):
     assert first == fresh(reqs)
     assert model.stats.misses == 6 and model.stats.hits == 0 and fake.calls >= 2
     assert model.stats.model_calls == fake.calls
-    assert model.stats.completion_tokens == sum(
-        s.completion_tokens for r in first for s in r.samples
-    )
+    assert model.stats.completion_tokens == sum(s.completion_tokens for r in first for s in r.samples)
 
     fake2 = FakeModel()
     again = CachedModel(fake2, db).generate(reqs)

@@ -79,9 +79,7 @@ def test_coverage_is_probability_mass_on_options(tiny_model):
 
 
 def test_trailing_space_in_context_moves_to_option(tiny_model):
-    [a, b] = tiny_model.score(
-        [ScoreRequest("Answer: ", ("A", "B")), ScoreRequest("Answer:", (" A", " B"))]
-    )
+    [a, b] = tiny_model.score([ScoreRequest("Answer: ", ("A", "B")), ScoreRequest("Answer:", (" A", " B"))])
     assert a.logprobs == pytest.approx(b.logprobs, abs=1e-5)
 
 
@@ -96,8 +94,9 @@ def test_results_in_request_order(tiny_model):
 def _gen_requests() -> list[GenerateRequest]:
     return [
         GenerateRequest("I grew up in", n=3, max_tokens=12, seed=7),
-        GenerateRequest("Question: Tell me about yourself.\n\nAnswer:", n=2, max_tokens=20, seed=8,
-                        top_p=0.9),
+        GenerateRequest(
+            "Question: Tell me about yourself.\n\nAnswer:", n=2, max_tokens=20, seed=8, top_p=0.9
+        ),
         GenerateRequest("What", n=1, max_tokens=5, seed=9, temperature=0.7),
         GenerateRequest("Strongly agree", n=2, max_tokens=16, seed=10, temperature=0),
     ]
@@ -109,11 +108,19 @@ def test_batched_generation_equals_one_at_a_time(tiny_model):
     for req, result in zip(requests, batched, strict=True):
         assert len(result.samples) == req.n
         for k, sample in enumerate(result.samples):
-            [alone] = tiny_model.generate([
-                GenerateRequest(req.prompt, n=1, first_sample=req.first_sample + k,
-                                max_tokens=req.max_tokens, seed=req.seed, top_p=req.top_p,
-                                temperature=req.temperature)
-            ])
+            [alone] = tiny_model.generate(
+                [
+                    GenerateRequest(
+                        req.prompt,
+                        n=1,
+                        first_sample=req.first_sample + k,
+                        max_tokens=req.max_tokens,
+                        seed=req.seed,
+                        top_p=req.top_p,
+                        temperature=req.temperature,
+                    )
+                ]
+            )
             assert alone.samples[0] == sample
             assert sample.completion_tokens <= req.max_tokens
 
@@ -134,7 +141,7 @@ def test_greedy_matches_transformers_generate(tiny_model, tiny_parts):
     for prompt, result in zip(prompts, ours, strict=True):
         ids = tokenizer(prompt, return_tensors="pt")
         out = model.generate(**ids, max_new_tokens=15, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-        expected = tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+        expected = tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
         assert result.samples[0].text == expected
 
 
@@ -143,10 +150,12 @@ def test_stop_strings_cut_each_sequence(tiny_model):
     text = free.samples[0].text
     assert len(text) > 6
     stop = text[4:7]
-    [cut, other] = tiny_model.generate([
-        GenerateRequest("I grew up in", max_tokens=30, temperature=0, stop=(stop,)),
-        GenerateRequest("What", max_tokens=30, temperature=0),
-    ])
+    [cut, other] = tiny_model.generate(
+        [
+            GenerateRequest("I grew up in", max_tokens=30, temperature=0, stop=(stop,)),
+            GenerateRequest("What", max_tokens=30, temperature=0),
+        ]
+    )
     assert cut.samples[0].text == text[: text.index(stop)]
     assert cut.samples[0].finish_reason == "stop"
     assert other.samples[0].completion_tokens > 0
@@ -168,5 +177,8 @@ def test_chat_without_template_is_refused_before_work(tiny_model):
 
 def test_identity_names_model_revision_dtype(tiny_model):
     assert tiny_model.identity == {
-        "backend": "hf", "model": "tiny-llama", "revision": "test", "dtype": "float32",
+        "backend": "hf",
+        "model": "tiny-llama",
+        "revision": "test",
+        "dtype": "float32",
     }

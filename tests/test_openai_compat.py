@@ -72,9 +72,7 @@ def test_protocol_identity_and_capabilities(server: FakeOpenAIServer) -> None:
 
 
 def test_identity_strips_credentials_from_url() -> None:
-    model = OpenAICompatModel(
-        model="m", base_url="http://user:pw@localhost:8000/v1/", api_key_env=None
-    )
+    model = OpenAICompatModel(model="m", base_url="http://user:pw@localhost:8000/v1/", api_key_env=None)
     assert model.identity["base_url"] == "http://localhost:8000/v1"
     assert "pw" not in repr(model)
 
@@ -86,9 +84,7 @@ def test_completion_generate_many_requests_in_order(server: FakeOpenAIServer) ->
     assert [r.texts for r in results] == [[completion_text(p, None, 0)] for p in prompts]
     assert set(server.paths()) == {"/v1/completions"}
     assert all(r.prompt_tokens > 0 for r in results)
-    assert all(
-        s.finish_reason == "stop" and s.completion_tokens > 0 for r in results for s in r.samples
-    )
+    assert all(s.finish_reason == "stop" and s.completion_tokens > 0 for r in results for s in r.samples)
     body = server.bodies()[0]
     assert body["model"] == "fake-model" and body["n"] == 1 and body["max_tokens"] == 32
     assert "stop" not in body and "seed" not in body
@@ -100,9 +96,7 @@ def test_n_samples_stop_and_length(server: FakeOpenAIServer) -> None:
     assert result.texts == [completion_text("hello", None, i).split(" ")[0] for i in range(3)]
     assert server.bodies()[0]["stop"] == [" "]
     # completion tokens are split across choices and add up to the reported total
-    assert sum(s.completion_tokens for s in result.samples) == sum(
-        (len(t) + 3) // 4 for t in result.texts
-    )
+    assert sum(s.completion_tokens for s in result.samples) == sum((len(t) + 3) // 4 for t in result.texts)
     [short] = model.generate([GenerateRequest("hello", max_tokens=1)])
     assert short.samples[0].finish_reason == "length"
     assert short.texts == [completion_text("hello", None, 0)[:4]]
@@ -274,9 +268,7 @@ def test_400_fails_at_once_with_server_message(server: FakeOpenAIServer) -> None
     assert len(server.requests) == 1
 
 
-def test_401_names_the_env_var_not_the_key(
-    server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_401_names_the_env_var_not_the_key(server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(KEY_ENV, SECRET)
     server.inject(("status", 401, f"Incorrect API key provided: {SECRET}"))
     with pytest.raises(BackendError) as info:
@@ -301,9 +293,7 @@ def test_api_key_is_sent_but_never_shown(monkeypatch: pytest.MonkeyPatch) -> Non
         assert SECRET not in str(info.value)
 
 
-def test_local_server_needs_no_key(
-    server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_local_server_needs_no_key(server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(KEY_ENV, raising=False)
     model = make(server, api_key_env=KEY_ENV)
     model.generate([GenerateRequest("x")])

@@ -23,11 +23,11 @@ def list_models() -> None:
     from anthology.models.presets import PRESETS
 
     table = Table(title="Bundled models (use the name with --model)")
-    for column in ("name", "style", "description", "source package", "licence", "size", "installed"):
-        table.add_column(column)
+    for column in ("name", "style", "source package", "licence", "size", "installed"):
+        table.add_column(column, overflow="fold")
     for p in PRESETS.values():
         installed = "yes" if p.installed() else f"no: {p.install_hint}"
-        table.add_row(p.name, p.style, p.description, p.package, p.licence, f"{p.size_mb} MB", installed)
+        table.add_row(p.name, p.style, p.package, p.licence, f"{p.size_mb} MB", installed)
     console = Console()
     console.print(table)
     console.print(
@@ -39,9 +39,17 @@ def list_models() -> None:
 @models.command("try")
 @click.argument("model")
 @click.argument("more_options", nargs=-1, metavar="")
-@click.option("--prompt", required=True, help="Prompt text (a completion prompt, or with --chat a user message).")
-@click.option("--options", "options", multiple=True,
-              help='Candidate continuations to score, e.g. --options " A" " B" " C".')
+@click.option(
+    "--prompt",
+    required=True,
+    help="Prompt text (a completion prompt, or with --chat a user message).",
+)
+@click.option(
+    "--options",
+    "options",
+    multiple=True,
+    help='Candidate continuations to score, e.g. --options " A" " B" " C".',
+)
 @click.option("--max-tokens", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--temperature", type=click.FloatRange(0), default=1.0, show_default=True)
 @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True)
@@ -52,8 +60,12 @@ def list_models() -> None:
 @click.option("--api-key-env", help="Environment variable holding the API key (default OPENAI_API_KEY).")
 @click.option("--device", help="Device for local models: auto, cpu, cuda, cuda:1 ...")
 @click.option("--dtype", help="dtype for local models: auto, float32, bfloat16, float16.")
-@click.option("--cache", "cache_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Response cache file (default: the user cache; $ANTHOLOGY_CACHE overrides).")
+@click.option(
+    "--cache",
+    "cache_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Response cache file (default: the user cache; $ANTHOLOGY_CACHE overrides).",
+)
 @click.option("--no-cache", is_flag=True, help="Do not read or write the response cache.")
 def try_model(
     model: str,
@@ -81,18 +93,29 @@ def try_model(
     if more_options and not options:
         raise ConfigError(f"unexpected argument {more_options[0]!r}: candidates go after --options")
     candidates = (*options, *more_options)
-    backend_options = {"device": device, "dtype": dtype} if not model.startswith("openai:") else {
-        "base_url": base_url, "api_key_env": api_key_env, "chat": chat or None}
+    backend_options = (
+        {"device": device, "dtype": dtype}
+        if not model.startswith("openai:")
+        else {"base_url": base_url, "api_key_env": api_key_env, "chat": chat or None}
+    )
     lm = load_model(model, **backend_options)
     cache = None if no_cache else ResponseCache(cache_path or default_cache_path())
     cached = CachedModel(lm, cache)
     text_prompt = ({"role": "user", "content": prompt},) if chat else prompt
     console = Console()
     try:
-        [result] = cached.generate([
-            GenerateRequest(text_prompt, max_tokens=max_tokens, temperature=temperature,
-                            top_p=top_p, stop=stop, seed=seed)
-        ])
+        [result] = cached.generate(
+            [
+                GenerateRequest(
+                    text_prompt,
+                    max_tokens=max_tokens,
+                    temperature=temperature,
+                    top_p=top_p,
+                    stop=stop,
+                    seed=seed,
+                )
+            ]
+        )
         console.print("[bold]generated[/bold]", style="cyan")
         console.print(result.samples[0].text, markup=False, highlight=False)
         if candidates:

@@ -211,9 +211,7 @@ def _apply_migrations(db: sqlite3.Connection, migrations: Sequence[tuple[str, Mi
             done = db.execute("SELECT 1 FROM _migrations WHERE name = ?", (name,)).fetchone()
             if not done:
                 fn(db)
-                db.execute(
-                    "INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (name, time.time())
-                )
+                db.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (name, time.time()))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -276,9 +274,7 @@ class ResponseCache:
             for start in range(0, len(unique), IN_CHUNK):
                 part = unique[start : start + IN_CHUNK]
                 marks = ",".join("?" * len(part))
-                rows = self._db.execute(
-                    f"SELECT key, response FROM responses WHERE key IN ({marks})", part
-                )
+                rows = self._db.execute(f"SELECT key, response FROM responses WHERE key IN ({marks})", part)
                 for key, response in rows:
                     found[key] = json.loads(response)
         return found
@@ -426,9 +422,7 @@ def _runs(indices: Sequence[int], limit: int) -> Iterator[tuple[int, int]]:
     while i < len(indices):
         start = indices[i]
         length = 1
-        while (
-            i + length < len(indices) and indices[i + length] == start + length and length < limit
-        ):
+        while i + length < len(indices) and indices[i + length] == start + length and length < limit:
             length += 1
         yield start, length
         i += length
@@ -489,12 +483,8 @@ class CachedModel:
         caching = self.cache is not None
 
         # unit id of every slot; with caching on, equal units share one id (and one answer)
-        keys = [
-            [generate_key(identity, r, r.first_sample + j) for j in range(r.n)] for r in requests
-        ]
-        uids: list[list[Any]] = (
-            keys if caching else [[(i, k) for k in ks] for i, ks in enumerate(keys)]
-        )
+        keys = [[generate_key(identity, r, r.first_sample + j) for j in range(r.n)] for r in requests]
+        uids: list[list[Any]] = keys if caching else [[(i, k) for k in ks] for i, ks in enumerate(keys)]
         found: dict[Any, tuple[Sample, int]] = {}
         if caching:
             assert self.cache is not None
@@ -656,9 +646,7 @@ class CachedModel:
         rows = []
         for (key, request), result in zip(chunk, results, strict=True):
             if not isinstance(result, ScoreResult) or len(result.logprobs) != len(request.options):
-                raise BackendError(
-                    f"the backend returned {result!r} for {len(request.options)} options"
-                )
+                raise BackendError(f"the backend returned {result!r} for {len(request.options)} options")
             self.stats.prompt_tokens += int(result.prompt_tokens)
             found[key] = result
             if self.cache is not None:

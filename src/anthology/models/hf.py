@@ -209,13 +209,9 @@ class HFModel:
         for ctx_ids, per_option in zip(contexts, targets, strict=True):
             lps = []
             for _, row, cont in per_option:
-                lps.append(
-                    sum(logprobs[row][(len(ctx_ids) - 1 + t, tok)] for t, tok in enumerate(cont))
-                )
+                lps.append(sum(logprobs[row][(len(ctx_ids) - 1 + t, tok)] for t, tok in enumerate(cont)))
             coverage = float(sum(torch.tensor(lps, dtype=torch.float64).exp()))
-            results.append(
-                ScoreResult(logprobs=tuple(lps), coverage=coverage, prompt_tokens=len(ctx_ids))
-            )
+            results.append(ScoreResult(logprobs=tuple(lps), coverage=coverage, prompt_tokens=len(ctx_ids)))
         return results
 
     # -- tokenisation -----------------------------------------------------------------------------
@@ -288,9 +284,7 @@ class HFModel:
         max_new = max(row.max_tokens for row in rows)
         limit = self._caps.max_context
         if limit is not None and width >= limit:
-            raise BackendError(
-                f"prompt of {width} tokens does not fit the model's context of {limit} tokens"
-            )
+            raise BackendError(f"prompt of {width} tokens does not fit the model's context of {limit} tokens")
         ids = torch.full((len(unique), width), self._pad_id, dtype=torch.long)
         mask = torch.zeros((len(unique), width), dtype=torch.long)
         for s, p in enumerate(unique):
@@ -300,7 +294,11 @@ class HFModel:
         ids, mask = ids.to(dev), mask.to(dev)
         positions = (mask.cumsum(-1) - 1).clamp_min(0)
         out = self.model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
         )
         pick = torch.tensor([slot[row.prompt] for row in rows], device=dev)
         cache = _kv_cache(out)
@@ -364,14 +362,21 @@ class HFModel:
         for r, row in enumerate(rows):
             text = self.tokenizer.decode(generated[r], skip_special_tokens=True)
             text = _cut_at_stop(text, row.stop)
-            samples.append(Sample(text=text, finish_reason=finish[r] or "length",
-                                  completion_tokens=len(generated[r])))
+            samples.append(
+                Sample(
+                    text=text,
+                    finish_reason=finish[r] or "length",
+                    completion_tokens=len(generated[r]),
+                )
+            )
         return samples
 
     def _stop_window(self, rows: list[_Row]) -> int:
         stops = {s for row in rows for s in row.stop}
-        longest = max((len(self.tokenizer(s, add_special_tokens=False)["input_ids"]) for s in stops),
-                      default=0)
+        longest = max(
+            (len(self.tokenizer(s, add_special_tokens=False)["input_ids"]) for s in stops),
+            default=0,
+        )
         return longest + 4
 
     def _hit_stop(self, generated: list[int], stop: tuple[str, ...], window: int) -> bool:
@@ -395,7 +400,7 @@ class HFModel:
                 out = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1)
                 cache = _kv_cache(out)
             members = sorted(members, key=lambda i: -len(rows[i]))
-            for batch in self._batches(members, lambda i: len(rows[i]) - prefix_len):
+            for batch in self._batches(members, lambda i, p=prefix_len: len(rows[i]) - p):
                 self._score_batch(batch, rows, needs, prefix_len, cache, found)
         return found
 
@@ -458,17 +463,19 @@ class HFModel:
             batch_cache = copy.deepcopy(cache)
             batch_cache.batch_repeat_interleave(len(batch))
             kwargs[self._cache_kw] = batch_cache
+        # Project onto the vocabulary only from the first needed position on.
+        first = min(min(needs[i]) for i in batch) - prefix_len
         out = self.model(
             input_ids=ids.to(dev),
             attention_mask=mask.to(dev),
             position_ids=positions.to(dev),
             use_cache=cache is not None,
+            logits_to_keep=width - first,
             **kwargs,
         )
-        # Gather only the needed positions before the log-softmax over the vocabulary.
         coords = [(b, pos) for b, i in enumerate(batch) for pos in sorted(needs[i])]
         bi = torch.tensor([b for b, _ in coords], device=dev)
-        pi = torch.tensor([pos - prefix_len for _, pos in coords], device=dev)
+        pi = torch.tensor([pos - prefix_len - first for _, pos in coords], device=dev)
         logprobs = torch.log_softmax(out.logits[bi, pi].float(), dim=-1)
         for k, (b, pos) in enumerate(coords):
             i = batch[b]
@@ -545,14 +552,13 @@ def _load(source: str, *, revision: str | None, gguf_file: str | None, dtype: to
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     extra: dict[str, Any] = {"revision": revision} if revision else {}
     if gguf_file:
         extra["gguf_file"] = gguf_file
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **extra)
-        model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=dtype, attn_implementation="sdpa", **extra
-        )
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, attn_implementation="sdpa", **extra)
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelNotFoundError(

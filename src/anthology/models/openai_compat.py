@@ -47,6 +47,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _MAX_SERVER_MESSAGE = 300
+_CONNECT_RETRIES = 2  # retries for a server that refuses every connection (it may be starting)
 
 
 def impute_option_logprobs(
@@ -287,8 +288,7 @@ class OpenAICompatModel:
 
     def __repr__(self) -> str:
         return (
-            f"OpenAICompatModel(model={self._model!r}, base_url={self._public_base_url!r}, "
-            f"chat={self._chat})"
+            f"OpenAICompatModel(model={self._model!r}, base_url={self._public_base_url!r}, chat={self._chat})"
         )
 
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
@@ -380,9 +380,7 @@ class OpenAICompatModel:
 
         return path, body, parse
 
-    def _score_job(
-        self, request: ScoreRequest
-    ) -> tuple[str, dict[str, Any], Callable[[Any], ScoreResult]]:
+    def _score_job(self, request: ScoreRequest) -> tuple[str, dict[str, Any], Callable[[Any], ScoreResult]]:
         k = self._top_logprobs
         context = request.context
         options = request.options
@@ -438,9 +436,7 @@ class OpenAICompatModel:
         headers = {"User-Agent": "anthology"}
         if self._key is not None:
             headers["Authorization"] = f"Bearer {self._key.reveal()}"
-        limits = httpx.Limits(
-            max_connections=self._concurrency, max_keepalive_connections=self._concurrency
-        )
+        limits = httpx.Limits(max_connections=self._concurrency, max_keepalive_connections=self._concurrency)
         client = httpx.AsyncClient(
             headers=headers,
             timeout=httpx.Timeout(self._timeout),
@@ -517,6 +513,9 @@ class OpenAICompatModel:
                     else:
                         raise self._client_error(url_path, status, _server_message(response))
             last = self._scrub(last)
+            if never_connected and attempt >= _CONNECT_RETRIES:
+                attempts = attempt + 1
+                break  # nothing listens there: say so quickly rather than back off for a minute
             if attempt + 1 < attempts:
                 delay = self._delay(attempt, retry_after)
                 logger.debug(
@@ -530,8 +529,7 @@ class OpenAICompatModel:
                 await asyncio.sleep(delay)
         if never_connected:
             raise ServerUnreachableError(
-                f"cannot reach {self._public_base_url}: is the server running? "
-                f"({last}; {attempts} attempts)"
+                f"cannot reach {self._public_base_url}: is the server running? ({last}; {attempts} attempts)"
             )
         raise BackendError(f"{url_path} failed after {attempts} attempts: {last}")
 
@@ -569,9 +567,7 @@ def _chat_top(choice: dict[str, Any]) -> dict[str, float]:
         raise _Unusable("returned no log-probabilities: does the server support logprobs?")
     content = logprobs.get("content") if isinstance(logprobs, dict) else None
     if not isinstance(content, list) or not content or not isinstance(content[0], dict):
-        raise _BadResponse(
-            "choice has no 'logprobs.content[0]' (does the server support logprobs?)"
-        )
+        raise _BadResponse("choice has no 'logprobs.content[0]' (does the server support logprobs?)")
     first = content[0]
     entries = first.get("top_logprobs")
     if not isinstance(entries, list):
@@ -589,16 +585,12 @@ def _chat_top(choice: dict[str, Any]) -> dict[str, float]:
     return top
 
 
-def _score_options(
-    options: Sequence[str], top: dict[str, float], prompt_tokens: int
-) -> ScoreResult:
+def _score_options(options: Sequence[str], top: dict[str, float], prompt_tokens: int) -> ScoreResult:
     """Match options to the top-k tokens (exactly, or equal after stripping whitespace)."""
     found: list[float | None] = []
     for option in options:
         key = option.strip()
-        matches = [
-            lp for token, lp in top.items() if token == option or (key and token.strip() == key)
-        ]
+        matches = [lp for token, lp in top.items() if token == option or (key and token.strip() == key)]
         found.append(max(matches) if matches else None)
     logprobs, imputed = impute_option_logprobs(found, list(top.values()))
     coverage = sum(math.exp(lp) for lp in found if lp is not None)

@@ -26,7 +26,13 @@ from anthology.models.presets import PRESETS, materialize
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 _LOCAL_OPTIONS = {"device", "dtype", "batch_size", "batch_tokens", "share_prefix", "revision"}
 _HTTP_OPTIONS = {
-    "base_url", "api_key_env", "chat", "concurrency", "timeout", "max_retries", "top_logprobs",
+    "base_url",
+    "api_key_env",
+    "chat",
+    "concurrency",
+    "timeout",
+    "max_retries",
+    "top_logprobs",
     "max_context",
 }
 
