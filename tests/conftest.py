@@ -65,11 +65,13 @@ def tiny_model(tiny_parts):
     from anthology.models.hf import HFModel
 
     model, tokenizer = tiny_parts
+    # ANTHOLOGY_TEST_DEVICE=cuda runs the same checks on a GPU (in float32, so tolerances hold).
     return HFModel(
         "tiny-llama",
         name="tiny-llama",
         revision="test",
         model=model,
         tokenizer=tokenizer,
-        device="cpu",
+        device=os.environ.get("ANTHOLOGY_TEST_DEVICE", "cpu"),
+        dtype="float32",
     )

@@ -9,10 +9,13 @@ torch = pytest.importorskip("torch")
 from anthology.errors import CapabilityError  # noqa: E402
 from anthology.models.base import GenerateRequest, ScoreRequest  # noqa: E402
 
+# All open with the same interview question, as real backstories do: prefix sharing must still run each
+# backstory once rather than shrink to the opening they have in common.
+OPENING = "Question: Tell me about yourself. What matters to you and what do you enjoy?\n\nAnswer:"
 BACKSTORIES = [
-    "I grew up in a small town in Ohio, where my father worked at the mill. " * 6,
-    "Question: Tell me about yourself.\n\nAnswer: I am a nurse and a mother of two. " * 5,
-    "What matters to me is my family, my faith and my garden. I enjoy fishing on weekends. " * 4,
+    OPENING + " I grew up in a small town in Ohio, where my father worked at the mill." * 6,
+    OPENING + " I am a nurse and a mother of two." * 5,
+    OPENING + " What matters to me is my family, my faith and my garden. I enjoy fishing." * 4,
 ]
 QUESTIONS = [
     "\n\nQuestion: How old are you?\n(A) 18-29\n(B) 30-49\n(C) 50-64\n(D) 65 or Above\nAnswer:",
@@ -36,7 +39,7 @@ def _reference_logprob(model, tokenizer, context: str, option: str) -> float:
     full = tokenizer(context + option)["input_ids"]
     assert full[: len(ctx)] == ctx
     with torch.no_grad():
-        logits = model(torch.tensor([full])).logits[0].float()
+        logits = model(torch.tensor([full], device=model.device)).logits[0].float()
     logprobs = torch.log_softmax(logits, dim=-1)
     return float(sum(logprobs[pos - 1, full[pos]] for pos in range(len(ctx), len(full))))
 
@@ -68,7 +71,7 @@ def test_shared_prefix_scores_equal_full_prompt_scores(tiny_model, tiny_parts):
             worst = max(worst, abs(lp_shared - reference), abs(lp_full - reference))
     assert worst < 1e-4
     # Each backstory was run once, not once per question and option.
-    assert shared_tokens < full_tokens / 2
+    assert shared_tokens < full_tokens / 2.5
 
 
 def test_coverage_is_probability_mass_on_options(tiny_model):
@@ -139,7 +142,7 @@ def test_greedy_matches_transformers_generate(tiny_model, tiny_parts):
     prompts = ["I grew up in a small town", "What", "Question: How old are you?\n(A) 18-29"]
     ours = tiny_model.generate([GenerateRequest(p, max_tokens=15, temperature=0) for p in prompts])
     for prompt, result in zip(prompts, ours, strict=True):
-        ids = tokenizer(prompt, return_tensors="pt")
+        ids = tokenizer(prompt, return_tensors="pt").to(model.device)
         out = model.generate(**ids, max_new_tokens=15, do_sample=False, pad_token_id=tokenizer.pad_token_id)
         expected = tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
         assert result.samples[0].text == expected

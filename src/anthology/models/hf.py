@@ -115,7 +115,7 @@ class HFModel:
         source = str(source)
         if model is None or tokenizer is None:
             model, tokenizer = _load(source, revision=revision, gguf_file=gguf_file, dtype=self.dtype)
-        self.model = model.to(self.device).eval()
+        self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self.tokenizer = tokenizer
         # transformers renamed the forward argument past_key_values to cache (5.2x); accept both.
         params = inspect.signature(self.model.forward).parameters
@@ -427,7 +427,9 @@ class HFModel:
                 continue
             common = _common_prefix(rows[members[0]], rows[i])
             shared = min(prefix_len, common, first_need)
-            if shared >= self.min_shared_prefix:
+            # Join only while most of the group's prefix stays shared: two backstories that open
+            # with the same interview question must not shrink every member's prefix to it.
+            if shared >= max(self.min_shared_prefix, prefix_len // 2):
                 members.append(i)
                 prefix_len = shared
             else:
