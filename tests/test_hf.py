@@ -185,3 +185,27 @@ def test_identity_names_model_revision_dtype(tiny_model):
         "revision": "test",
         "dtype": "float32",
     }
+
+
+def test_sampler_follows_softmax_and_top_p():
+    from anthology.models.hf import _sample
+
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, -3.0]])
+    draws = 20_000
+    seeds = torch.arange(draws, dtype=torch.int64) * 7919 + 11
+    many = logits.expand(draws, -1)
+    ones = torch.ones(draws)
+    for temp in (1.0, 0.5):
+        tokens = _sample(many, ones * temp, ones, seeds, step=3)
+        freq = torch.bincount(tokens, minlength=5).double() / draws
+        expected = torch.softmax(logits[0].double() / temp, -1)
+        assert torch.allclose(freq, expected, atol=0.012), (freq, expected)
+    # top_p 0.8 keeps the smallest set of most likely tokens with mass >= 0.8: tokens 0 and 1 here.
+    tokens = _sample(many, ones, ones * 0.8, seeds, step=3)
+    assert set(tokens.tolist()) == {0, 1}
+    kept = torch.softmax(logits[0, :2].double(), -1)
+    assert (tokens == 0).double().mean().item() == pytest.approx(kept[0].item(), abs=0.012)
+    # Greedy ignores the noise; each row's draw depends on its seed and step only.
+    assert set(_sample(many, ones * 0, ones, seeds, step=3).tolist()) == {0}
+    alone = _sample(logits, ones[:1], ones[:1], seeds[5:6], step=3)
+    assert alone.item() == _sample(many, ones, ones, seeds, step=3)[5].item()

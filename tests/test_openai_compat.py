@@ -61,6 +61,7 @@ def test_protocol_identity_and_capabilities(server: FakeOpenAIServer) -> None:
         "backend": "openai",
         "base_url": server.base_url,
         "model": "fake-model",
+        "top_logprobs": 5,
     }
     caps = model.capabilities
     assert (caps.completion, caps.chat, caps.logprobs) == (True, False, True)

@@ -1,10 +1,11 @@
 """Local Hugging Face transformers backend (CPU and CUDA).
 
 * Generation runs our own decoding loop rather than ``model.generate`` so that every sample draws its
-  random numbers from its own seeded stream: sample k of a request is the same text whether it was
-  generated alone or in a batch of 64. Prompts are left-padded; a prompt asked for n samples is
-  prefilled once and its KV cache repeated; finished rows leave the batch; stop strings are checked per
-  row.
+  random numbers from its own seed (a counter-based hash, Gumbel-max sampling): sample k of a request
+  is the same text whether it was generated alone or in a batch of 64, up to the rare token where
+  batched and single matmuls differ in the last bits. Prompts are left-padded; a prompt asked for n
+  samples is prefilled once and its KV cache repeated; finished rows leave the batch; stop strings
+  are checked per row.
 * Option scoring finds the token prefix that requests share (one backstory, many questions), runs the
   prefix once and scores every suffix on top of its KV cache. Single-token options of one request share
   a single row: the next-token distribution after the context scores them all.
@@ -281,7 +282,6 @@ class HFModel:
         unique = sorted({row.prompt for row in rows})
         slot = {p: s for s, p in enumerate(unique)}
         width = max(len(prompts[p]) for p in unique)
-        max_new = max(row.max_tokens for row in rows)
         limit = self._caps.max_context
         if limit is not None and width >= limit:
             raise BackendError(f"prompt of {width} tokens does not fit the model's context of {limit} tokens")
@@ -311,19 +311,14 @@ class HFModel:
         budgets = [row.max_tokens if limit is None else min(row.max_tokens, limit - width) for row in rows]
         temps = torch.tensor([row.temperature for row in rows], device=dev)
         top_ps = torch.tensor([row.top_p for row in rows], device=dev)
-        uniforms = torch.stack(
-            [
-                torch.rand(max_new, generator=torch.Generator().manual_seed(row.seed), dtype=torch.float64)
-                for row in rows
-            ]
-        ).to(dev)
+        seeds = torch.tensor([row.seed for row in rows], dtype=torch.int64, device=dev)
         stop_window = self._stop_window(rows)
         generated: list[list[int]] = [[] for _ in range(n)]
         finish: list[str | None] = [None] * n
         active = list(range(n))  # batch slot -> row
         step = 0
         while active:
-            tokens = _sample(logits, temps, top_ps, uniforms[:, step]).tolist()
+            tokens = _sample(logits, temps, top_ps, seeds, step).tolist()
             keep = []
             for b, r in enumerate(active):
                 tok = tokens[b]
@@ -344,7 +339,7 @@ class HFModel:
                 idx = torch.tensor(keep, device=dev)
                 cache.batch_select_indices(idx)
                 mask, next_pos = mask[idx], next_pos[idx]
-                temps, top_ps, uniforms = temps[idx], top_ps[idx], uniforms[idx]
+                temps, top_ps, seeds = temps[idx], top_ps[idx], seeds[idx]
                 active = [active[b] for b in keep]
             feed = torch.tensor([[generated[r][-1]] for r in active], device=dev)
             mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
@@ -498,32 +493,57 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return i
 
 
-def _sample(logits: torch.Tensor, temps: torch.Tensor, top_ps: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """One token per row by inverse-CDF sampling with the row's own uniform draw ``u``.
+_MASK64 = (1 << 64) - 1
 
-    Each row's result depends only on its own logits, parameters and draw, never on the other rows in
-    the batch, which is what makes batched and one-at-a-time sampling agree. Temperature 0 is greedy.
+
+def _signed(value: int) -> int:
+    value &= _MASK64
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+_GOLDEN, _MIX1, _MIX2 = _signed(0x9E3779B97F4A7C15), _signed(0xBF58476D1CE4E5B9), _signed(0x94D049BB133111EB)
+
+
+def _shift_right(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Logical right shift of int64 (torch shifts signed values arithmetically)."""
+    return (x >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def _gumbel(seeds: torch.Tensor, step: int, vocab: int) -> torch.Tensor:
+    """Gumbel noise for every (row, token) at one decoding step, from a counter-based hash
+    (splitmix64) of the row's seed, the step and the token id: the same numbers on any device and in
+    any batch, with no random-generator state to carry."""
+    counter = torch.arange(vocab, device=seeds.device, dtype=torch.int64) + step * vocab
+    z = seeds[:, None] + (counter[None, :] + 1) * _GOLDEN
+    z = (z ^ _shift_right(z, 30)) * _MIX1
+    z = (z ^ _shift_right(z, 27)) * _MIX2
+    z = z ^ _shift_right(z, 31)
+    u = (_shift_right(z, 11).double() + 0.5) * 2.0**-53
+    return -torch.log(-torch.log(u))
+
+
+def _sample(
+    logits: torch.Tensor, temps: torch.Tensor, top_ps: torch.Tensor, seeds: torch.Tensor, step: int
+) -> torch.Tensor:
+    """One token per row by the Gumbel-max trick: argmax of logits / T plus the row's own noise.
+
+    Each row's result depends only on its own logits, parameters and seed, never on the other rows
+    in the batch. Unlike inverse-CDF sampling, whose cumulative sum over the vocabulary lets tiny
+    float differences (batched vs single matmuls) move the sampled token, the argmax only changes
+    when two perturbed scores are within that difference. Temperature 0 is greedy; top_p masks the
+    tokens outside the nucleus.
     """
     greedy = temps <= 0
-    scaled = logits / torch.where(greedy, torch.ones_like(temps), temps)[:, None]
-    probs = torch.softmax(scaled, dim=-1).double()
-    tokens = torch.empty(len(logits), dtype=torch.long, device=logits.device)
+    scaled = logits.double() / torch.where(greedy, torch.ones_like(temps), temps).double()[:, None]
     nucleus = top_ps < 1
-    plain = ~nucleus
-    if plain.any():
-        cdf = probs[plain].cumsum(-1)
-        pick = torch.searchsorted(cdf, (u[plain] * cdf[:, -1])[:, None]).clamp_max(probs.shape[-1] - 1)
-        tokens[plain] = pick[:, 0]
     if nucleus.any():
-        sorted_p, sorted_idx = probs[nucleus].sort(dim=-1, descending=True)
-        cum = sorted_p.cumsum(-1)
-        sorted_p = sorted_p.masked_fill(cum - sorted_p > top_ps[nucleus, None], 0.0)
-        cdf = sorted_p.cumsum(-1)
-        pick = torch.searchsorted(cdf, (u[nucleus] * cdf[:, -1])[:, None]).clamp_max(probs.shape[-1] - 1)
-        tokens[nucleus] = sorted_idx.gather(1, pick)[:, 0]
-    if greedy.any():
-        tokens[greedy] = logits[greedy].argmax(-1)
-    return tokens
+        probs = torch.softmax(scaled[nucleus], dim=-1)
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        outside = (sorted_p.cumsum(-1) - sorted_p) > top_ps[nucleus, None]
+        drop = torch.zeros_like(outside).scatter(1, order, outside)
+        scaled[nucleus] = scaled[nucleus].masked_fill(drop, float("-inf"))
+    tokens = (scaled + _gumbel(seeds, step, logits.shape[-1])).argmax(-1)
+    return torch.where(greedy, logits.argmax(-1), tokens)
 
 
 def _cut_at_stop(text: str, stop: tuple[str, ...]) -> str:

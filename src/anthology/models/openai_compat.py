@@ -273,7 +273,13 @@ class OpenAICompatModel:
 
     @property
     def identity(self) -> dict[str, Any]:
-        return {"backend": "openai", "base_url": self._public_base_url, "model": self._model}
+        # top_logprobs changes imputed option scores, so it is part of what identifies an answer.
+        return {
+            "backend": "openai",
+            "base_url": self._public_base_url,
+            "model": self._model,
+            "top_logprobs": self._top_logprobs,
+        }
 
     @property
     def capabilities(self) -> Capabilities:
