@@ -8,6 +8,7 @@ import click
 
 from anthology import __version__
 from anthology.cli.models import models
+from anthology.cli.surveys import surveys
 from anthology.errors import AnthologyError
 
 
@@ -36,6 +37,7 @@ def app() -> None:
 
 
 app.add_command(models)
+app.add_command(surveys)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.table import Table
 
+from anthology.cli.common import model_options, open_model
 from anthology.errors import ConfigError
 
 
@@ -37,12 +37,10 @@ def list_models() -> None:
 
 
 @models.command("try")
-@click.argument("model")
+@model_options(positional=True)
 @click.argument("more_options", nargs=-1, metavar="")
 @click.option(
-    "--prompt",
-    required=True,
-    help="Prompt text (a completion prompt, or with --chat a user message).",
+    "--prompt", required=True, help="Prompt text (a completion prompt, or with --chat a user message)."
 )
 @click.option(
     "--options",
@@ -55,20 +53,7 @@ def list_models() -> None:
 @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True)
 @click.option("--stop", multiple=True, help="Stop string (repeatable).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--chat", is_flag=True, help="Send the prompt as a chat user message.")
-@click.option("--base-url", help="Base URL of an OpenAI-compatible server (for openai:MODEL).")
-@click.option("--api-key-env", help="Environment variable holding the API key (default OPENAI_API_KEY).")
-@click.option("--device", help="Device for local models: auto, cpu, cuda, cuda:1 ...")
-@click.option("--dtype", help="dtype for local models: auto, float32, bfloat16, float16.")
-@click.option(
-    "--cache",
-    "cache_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Response cache file (default: the user cache; $ANTHOLOGY_CACHE overrides).",
-)
-@click.option("--no-cache", is_flag=True, help="Do not read or write the response cache.")
 def try_model(
-    model: str,
     more_options: tuple[str, ...],
     prompt: str,
     options: tuple[str, ...],
@@ -77,31 +62,16 @@ def try_model(
     top_p: float,
     stop: tuple[str, ...],
     seed: int,
-    chat: bool,
-    base_url: str | None,
-    api_key_env: str | None,
-    device: str | None,
-    dtype: str | None,
-    cache_path: Path | None,
-    no_cache: bool,
+    model_spec: dict,
 ) -> None:
     """Generate from MODEL and, with --options, print each option's probability."""
     from anthology.models.base import GenerateRequest, ScoreRequest
-    from anthology.models.cache import CachedModel, ResponseCache, default_cache_path
-    from anthology.models.registry import load_model
 
     if more_options and not options:
         raise ConfigError(f"unexpected argument {more_options[0]!r}: candidates go after --options")
     candidates = (*options, *more_options)
-    backend_options = (
-        {"device": device, "dtype": dtype}
-        if not model.startswith("openai:")
-        else {"base_url": base_url, "api_key_env": api_key_env, "chat": chat or None}
-    )
-    lm = load_model(model, **backend_options)
-    cache = None if no_cache else ResponseCache(cache_path or default_cache_path())
-    cached = CachedModel(lm, cache)
-    text_prompt = ({"role": "user", "content": prompt},) if chat else prompt
+    cached, cache = open_model(model_spec)
+    text_prompt = ({"role": "user", "content": prompt},) if model_spec["chat"] else prompt
     console = Console()
     try:
         [result] = cached.generate(
@@ -134,4 +104,4 @@ def try_model(
     finally:
         if cache is not None:
             cache.close()
-        lm.close()
+        cached.close()

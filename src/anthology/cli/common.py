@@ -1,0 +1,99 @@
+"""Options every model-using command shares, and opening the model they describe."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+def model_options(
+    default_model: str | None = None, *, positional: bool = False
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Add the model (``--model``, or a MODEL argument with ``positional``), backend and cache options;
+    the command receives them as ``model_spec`` (a dict)."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        model = (
+            click.argument("model")
+            if positional
+            else click.option(
+                "--model",
+                "model",
+                default=default_model,
+                show_default=True,
+                help="Preset, local path, hf:ORG/NAME or openai:MODEL@URL (see `anthology models`).",
+            )
+        )
+        options = [
+            model,
+            click.option("--chat", is_flag=True, help="Use chat messages (instruct models, chat servers)."),
+            click.option("--base-url", help="Base URL of an OpenAI-compatible server (for openai:MODEL)."),
+            click.option(
+                "--api-key-env", help="Environment variable holding the API key (default OPENAI_API_KEY)."
+            ),
+            click.option("--device", help="Device for local models: auto, cpu, cuda, cuda:1 ..."),
+            click.option("--dtype", help="dtype for local models: auto, float32, bfloat16, float16."),
+            click.option(
+                "--cache",
+                "cache_path",
+                type=click.Path(dir_okay=False, path_type=Path),
+                help="Response cache file (default: the run directory's, or the user cache).",
+            ),
+            click.option("--no-cache", is_flag=True, help="Do not read or write the response cache."),
+        ]
+
+        @functools.wraps(fn)
+        def wrapper(
+            *args: Any,
+            model: str,
+            chat: bool,
+            base_url: str | None,
+            api_key_env: str | None,
+            device: str | None,
+            dtype: str | None,
+            cache_path: Path | None,
+            no_cache: bool,
+            **kwargs: Any,
+        ) -> Any:
+            spec = {
+                "model": model,
+                "chat": chat,
+                "base_url": base_url,
+                "api_key_env": api_key_env,
+                "device": device,
+                "dtype": dtype,
+                "cache_path": cache_path,
+                "no_cache": no_cache,
+            }
+            return fn(*args, model_spec=spec, **kwargs)
+
+        for option in reversed(options):
+            wrapper = option(wrapper)
+        return wrapper
+
+    return decorate
+
+
+def open_model(spec: dict[str, Any], *, default_cache: Path | None = None, progress: str | bool = False):
+    """Load the model of ``spec`` wrapped in the response cache. Returns (cached model, cache or None)."""
+    from anthology.models.cache import CachedModel, ResponseCache, default_cache_path
+    from anthology.models.registry import load_model
+
+    name = spec["model"]
+    if name.startswith("openai:"):
+        backend = {
+            "base_url": spec["base_url"],
+            "api_key_env": spec["api_key_env"],
+            "chat": spec["chat"] or None,
+        }
+    else:
+        backend = {"device": spec["device"], "dtype": spec["dtype"]}
+    model = load_model(name, **backend)
+    cache = None
+    if not spec["no_cache"]:
+        cache = ResponseCache(spec["cache_path"] or default_cache or default_cache_path())
+    return CachedModel(model, cache, progress=progress), cache

@@ -1,0 +1,52 @@
+"""Surveys and human data: questionnaires, canonical persona traits, respondents with weights and
+demographics, built-in surveys and the YAML codebook format for one's own data.
+
+The Python API::
+
+    from anthology.surveys import load_survey
+
+    survey = load_survey("gss2018-spending")          # or a codebook path, with data="answers.csv"
+    survey.questionnaire.questions[0].options         # ordered options with positions 1..K
+    survey.tidy()                                     # one row per respondent and question
+    survey.distributions(by="party")                  # weighted answer shares per subgroup
+"""
+
+from anthology.surveys.codebook import Codebook, read_codebook
+from anthology.surveys.distributions import answer_distributions, trait_shares, weighted_shares
+from anthology.surveys.registry import load_survey, survey_names
+from anthology.surveys.schema import (
+    DECLINE,
+    Exclusion,
+    LoadReport,
+    Option,
+    Question,
+    Questionnaire,
+    Respondents,
+    Survey,
+    SurveyCategory,
+    SurveyTrait,
+    Trait,
+)
+from anthology.surveys.traits import CANONICAL_TRAITS
+
+__all__ = [
+    "CANONICAL_TRAITS",
+    "DECLINE",
+    "Codebook",
+    "Exclusion",
+    "LoadReport",
+    "Option",
+    "Question",
+    "Questionnaire",
+    "Respondents",
+    "Survey",
+    "SurveyCategory",
+    "SurveyTrait",
+    "Trait",
+    "answer_distributions",
+    "load_survey",
+    "read_codebook",
+    "survey_names",
+    "trait_shares",
+    "weighted_shares",
+]

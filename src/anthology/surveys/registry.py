@@ -1,0 +1,66 @@
+"""Loading a survey by built-in name or by codebook path, with respondent data from a file, a
+DataFrame, the codebook's own ``data:`` entry, or a built-in's bundled data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from anthology.errors import ConfigError
+from anthology.surveys.builtin import BUILTINS
+from anthology.surveys.codebook import Codebook, read_codebook
+from anthology.surveys.coding import code_respondents
+from anthology.surveys.datafiles import Table, frame_table, read_table
+from anthology.surveys.schema import Survey
+
+
+def survey_names() -> tuple[str, ...]:
+    """The names of the built-in surveys."""
+    return tuple(BUILTINS)
+
+
+def load_survey(name_or_path: str | Path, data: str | Path | pd.DataFrame | None = None) -> Survey:
+    """A survey by built-in name (``anthology surveys list``) or by the path of a YAML codebook.
+
+    ``data`` is the respondent data: a CSV, Parquet, SPSS (.sav) or Stata (.dta) file, or a DataFrame.
+    Without it, a built-in uses its bundled data and a codebook its ``data:`` entry (relative to the
+    codebook's folder); with neither, the survey has questions but no respondents.
+    """
+    codebook = read_codebook(_codebook_path(name_or_path))
+    table = _table(codebook, name_or_path, data)
+    if table is None:
+        return Survey(codebook)
+    respondents, report = code_respondents(codebook, table)
+    return Survey(codebook, respondents, report)
+
+
+def _codebook_path(name_or_path: str | Path) -> Path:
+    if str(name_or_path) in BUILTINS:
+        return BUILTINS[str(name_or_path)].codebook_path
+    path = Path(name_or_path).expanduser()
+    if path.suffix.lower() in (".yaml", ".yml"):
+        return path
+    if path.is_file():
+        raise ConfigError(
+            f"{path} is not a codebook: pass the YAML codebook, with this file as its `data:` or as --data"
+        )
+    raise ConfigError(
+        f"unknown survey {str(name_or_path)!r}: use a built-in ({', '.join(BUILTINS)}) "
+        "or the path of a YAML codebook"
+    )
+
+
+def _table(
+    codebook: Codebook, name_or_path: str | Path, data: str | Path | pd.DataFrame | None
+) -> Table | None:
+    if isinstance(data, pd.DataFrame):
+        return frame_table("the DataFrame passed as data", data)
+    if data is not None:
+        return read_table(Path(data).expanduser(), codebook.columns())
+    builtin = BUILTINS.get(str(name_or_path))
+    if builtin is not None and builtin.load is not None:
+        return frame_table(builtin.data_source, builtin.load())
+    if codebook.data is not None:
+        return read_table(Path(codebook.origin.file).parent / codebook.data, codebook.columns())
+    return None
