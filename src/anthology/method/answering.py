@@ -1,0 +1,345 @@
+"""Stage 5: a panel of personas (matched Anthology personas or baselines) answers the target survey.
+
+Each question is put after the panel member's context as the paper's block::
+
+    <context>
+
+    Please answer the following question keeping in mind your previous answers.
+    Question: {wording}
+    (A) {option}
+    ...
+    Answer with (A), (B), or (C).
+    Answer:
+
+(in chat, the block is a new user turn after the system prompt and the stored conversation).
+
+* ``context="sequential"`` (the paper): the member's answer is appended (completion: `` (B) About right``
+  after ``Answer:``; chat: an assistant turn) before the next question. Question k is asked of every
+  member in one batch, then question k+1, so the model sees one batch per question (per resampling round).
+* ``context="independent"``: every question sees only the member's own context, so all of a member's
+  questions share that prefix; they are sent in one batch.
+* ``mode="sample"`` (the paper): one answer per question at temperature 1.0, parsed by option letter or
+  text; non-compliant answers are resampled (the next sample index of the same seeded request) up to
+  ``max_attempts`` times, then recorded as non-compliant (position NA).
+* ``mode="logprob"`` (fast): one scoring pass reads the option probabilities, renormalised over the
+  options; an individual answer is drawn from them and the exact distribution is kept.
+
+Question order is shuffled and each question's options are reversed at random per member; answers are
+mapped back to the canonical option position. Every random choice (order, reversal, draws, sampling
+seeds) is a stable hash of ``(seed, method, respondent_id[, question_id])``, so a member's answers do not
+depend on the panel's order or on which other members share a batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from anthology.errors import ConfigError
+from anthology.method import prompts
+from anthology.method.backstories import context_prompt
+from anthology.method.demographics import continuations, question_prompt
+from anthology.method.parsing import parse_choice
+from anthology.models.base import GenerateRequest, LanguageModel, Prompt, ScoreRequest
+from anthology.surveys.schema import Question, Questionnaire
+
+ContextMode = Literal["sequential", "independent"]
+Mode = Literal["sample", "logprob"]
+
+#: The columns of a panel: who answers, and the context they answer in.
+PANEL_COLUMNS = ("method", "respondent_id", "persona_id", "style", "context")
+ANSWER_COLUMNS = (
+    "method",
+    "respondent_id",
+    "persona_id",
+    "question_id",
+    "position",
+    "order",
+    "reversed",
+    "attempts",
+    "compliant",
+    "text",
+    "probabilities",
+    "coverage",
+)
+DISTRIBUTION_COLUMNS = ("method", "question_id", "position", "option", "probability", "source")
+
+
+@dataclass(frozen=True)
+class AskConfig:
+    """Answering parameters (defaults: the paper's, except ``max_attempts``: the paper allowed 100)."""
+
+    context: ContextMode = "sequential"
+    mode: Mode = "sample"
+    shuffle_questions: bool = True
+    reverse_options: bool = True
+    max_attempts: int = 20
+    temperature: float = 1.0
+    max_tokens: int = 128
+    stop: tuple[str, ...] = ("\n", "Question:")
+    instruction: str = prompts.ANSWER_INSTRUCTION
+
+    def __post_init__(self) -> None:
+        if self.context not in ("sequential", "independent"):
+            raise ConfigError(f"context must be 'sequential' or 'independent', got {self.context!r}")
+        if self.mode not in ("sample", "logprob"):
+            raise ConfigError(f"mode must be 'sample' or 'logprob', got {self.mode!r}")
+        if self.max_attempts < 1:
+            raise ConfigError(f"max_attempts must be at least 1, got {self.max_attempts}")
+
+
+def stable_int(*parts: object) -> int:
+    """A 63-bit integer that depends only on ``parts`` (by their ``str``): the source of every random
+    choice here, so that results do not depend on order or batching."""
+    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def _uniform(*parts: object) -> float:
+    """A number in [0, 1) that depends only on ``parts``."""
+    return stable_int(*parts) / 2**63
+
+
+@dataclass
+class _Member:
+    """One panel row; ``context`` grows as the member answers in sequential mode."""
+
+    method: str
+    respondent_id: Any
+    persona_id: Any
+    context: Prompt
+    order: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One question put to one member."""
+
+    member: _Member
+    question: Question
+    order: int
+    reversed: bool
+    prompt: Prompt
+    key: tuple[object, ...]  # (seed, method, respondent_id, question_id)
+
+    @property
+    def asked(self) -> tuple[str, ...]:
+        labels = self.question.labels
+        return labels[::-1] if self.reversed else labels
+
+    def position(self, asked_index: int) -> int:
+        """The canonical 1-based position of the option asked at ``asked_index``."""
+        k = len(self.question.options)
+        return k - asked_index if self.reversed else asked_index + 1
+
+
+@dataclass
+class _Reply:
+    position: int | None  # canonical, None when non-compliant
+    said: str | None  # what goes into the context after "Answer:" (stripped)
+    attempts: int = 1
+    text: str | None = None
+    probabilities: list[float] | None = None  # canonical order
+    coverage: float = float("nan")
+
+
+def ask(
+    model: LanguageModel,
+    panel: pd.DataFrame,
+    questionnaire: Questionnaire,
+    *,
+    seed: int = 0,
+    config: AskConfig | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every panel member answers every question. Returns ``(answers, distributions)``: one row per
+    (method, respondent_id, question_id) with the canonical ``position`` (see :data:`ANSWER_COLUMNS`),
+    and the per-method answer distributions (see :func:`distributions`)."""
+    config = config or AskConfig()
+    members = _members(panel, questionnaire, seed, config)
+    if config.context == "independent":
+        jobs = [_job(m, questionnaire[q], k, seed, config) for m in members for k, q in enumerate(m.order)]
+        pairs = list(zip(jobs, _answer(model, jobs, config), strict=True))
+    else:
+        pairs = []
+        for k in range(len(questionnaire)):
+            jobs = [_job(m, questionnaire[m.order[k]], k, seed, config) for m in members]
+            for job, reply in zip(jobs, _answer(model, jobs, config), strict=True):
+                if reply.said is not None:  # an unanswered question is left out of the context
+                    job.member.context = _with_answer(job.prompt, reply.said)
+                pairs.append((job, reply))
+    rank = {id(m): i for i, m in enumerate(members)}
+    column = {q: i for i, q in enumerate(questionnaire.ids)}
+    pairs.sort(key=lambda p: (rank[id(p[0].member)], column[p[0].question.id]))
+    answers = pd.DataFrame([_row(job, reply) for job, reply in pairs], columns=list(ANSWER_COLUMNS))
+    answers["position"] = answers["position"].astype("Int64")
+    answers["coverage"] = answers["coverage"].astype(float)
+    return answers, distributions(answers, questionnaire)
+
+
+def _members(
+    panel: pd.DataFrame, questionnaire: Questionnaire, seed: int, config: AskConfig
+) -> list[_Member]:
+    missing = [c for c in PANEL_COLUMNS if c not in panel.columns]
+    if missing:
+        raise ConfigError(f"the panel lacks the column(s) {missing}; it needs {list(PANEL_COLUMNS)}")
+    duplicated = panel.duplicated(["method", "respondent_id"])
+    if duplicated.any():
+        row = panel[duplicated].iloc[0]
+        raise ConfigError(
+            f"the panel has respondent {row['respondent_id']!r} twice under method {row['method']!r}; "
+            "each (method, respondent_id) answers once"
+        )
+    members = []
+    for row in panel.itertuples(index=False):
+        if row.style not in ("completion", "chat"):
+            raise ConfigError(f"panel style must be 'completion' or 'chat', got {row.style!r}")
+        order = questionnaire.ids
+        if config.shuffle_questions:
+            key = (seed, row.method, row.respondent_id)
+            order = tuple(sorted(order, key=lambda q, key=key: stable_int(*key, q, "order")))
+        context = _with_system(row.style, row.context)
+        members.append(_Member(row.method, row.respondent_id, row.persona_id, context, order))
+    return members
+
+
+def _with_system(style: str, context: str) -> Prompt:
+    """The stored context as a prompt; chat conversations get the answering system prompt if they have
+    no system message."""
+    prompt = context_prompt(style, context)
+    if isinstance(prompt, str) or (prompt and prompt[0]["role"] == "system"):
+        return prompt
+    return ({"role": "system", "content": prompts.CHAT_SYSTEM}, *prompt)
+
+
+def _job(member: _Member, question: Question, order: int, seed: int, config: AskConfig) -> _Job:
+    key = (seed, member.method, member.respondent_id, question.id)
+    flip = config.reverse_options and bool(stable_int(*key, "reverse") & 1)
+    labels = question.labels[::-1] if flip else question.labels
+    block = prompts.multiple_choice(question.wording, labels, instruction=config.instruction)
+    return _Job(member, question, order, flip, question_prompt(member.context, block), key)
+
+
+def _with_answer(prompt: Prompt, said: str) -> Prompt:
+    """The prompt followed by the answer: `` (B) ...`` after ``Answer:``, or an assistant turn."""
+    if isinstance(prompt, str):
+        return f"{prompt} {said}"
+    return (*prompt, {"role": "assistant", "content": said})
+
+
+def _answer(model: LanguageModel, jobs: Sequence[_Job], config: AskConfig) -> list[_Reply]:
+    if not jobs:
+        return []
+    return _score(model, jobs) if config.mode == "logprob" else _sample(model, jobs, config)
+
+
+def _sample(model: LanguageModel, jobs: Sequence[_Job], config: AskConfig) -> list[_Reply]:
+    """Sample every job; resample the non-compliant ones (sample index = attempt) in rounds."""
+    replies = [_Reply(None, None) for _ in jobs]
+    pending = list(range(len(jobs)))
+    for attempt in range(config.max_attempts):
+        if not pending:
+            break
+        requests = [
+            GenerateRequest(
+                jobs[i].prompt,
+                n=1,
+                first_sample=attempt,
+                temperature=config.temperature,
+                max_tokens=config.max_tokens,
+                stop=config.stop,
+                seed=stable_int(*jobs[i].key, "sample"),
+            )
+            for i in pending
+        ]
+        still = []
+        for i, result in zip(pending, model.generate(requests), strict=True):
+            text = result.samples[0].text
+            index = parse_choice(text, jobs[i].asked)
+            replies[i].attempts, replies[i].text = attempt + 1, text
+            if index is None:
+                still.append(i)
+            else:
+                replies[i].position = jobs[i].position(index)
+                replies[i].said = text.strip().split("\n", 1)[0]  # the line parse_choice read
+        pending = still
+    return replies
+
+
+def _score(model: LanguageModel, jobs: Sequence[_Job]) -> list[_Reply]:
+    """Score every job's option letters and draw one answer from the renormalised probabilities."""
+    requests = [ScoreRequest(j.prompt, continuations(j.prompt, len(j.asked))) for j in jobs]
+    replies = []
+    for job, result in zip(jobs, model.score(requests), strict=True):
+        asked = result.probabilities()
+        canonical = asked[::-1] if job.reversed else asked
+        cumulative = np.cumsum(canonical)
+        drawn = int(np.searchsorted(cumulative, _uniform(*job.key, "draw") * cumulative[-1], side="right"))
+        position = min(drawn, len(canonical) - 1) + 1
+        asked_index = len(canonical) - position if job.reversed else position - 1
+        replies.append(
+            _Reply(
+                position,
+                prompts.chosen(asked_index).strip(),
+                probabilities=[float(p) for p in canonical],
+                coverage=float(result.coverage),
+            )
+        )
+    return replies
+
+
+def _row(job: _Job, reply: _Reply) -> dict[str, Any]:
+    member = job.member
+    return {
+        "method": member.method,
+        "respondent_id": member.respondent_id,
+        "persona_id": member.persona_id,
+        "question_id": job.question.id,
+        "position": reply.position,
+        "order": job.order,
+        "reversed": job.reversed,
+        "attempts": reply.attempts,
+        "compliant": reply.position is not None,
+        "text": reply.text,
+        "probabilities": reply.probabilities,
+        "coverage": reply.coverage,
+    }
+
+
+def distributions(answers: pd.DataFrame, questionnaire: Questionnaire) -> pd.DataFrame:
+    """Per method, question and canonical option: ``source="answers"``, the share of the individual
+    answers (non-compliant ones excluded; NaN when a question has no compliant answer), and where the
+    answers carry probabilities (logprob mode) ``source="expected"``, the mean of the members'
+    probability vectors."""
+    rows = []
+    for (method, question_id), group in answers.groupby(["method", "question_id"], sort=False):
+        labels = questionnaire[str(question_id)].labels
+        counts = np.bincount(group["position"].dropna().astype(int), minlength=len(labels) + 1)[1:]
+        shares = counts / counts.sum() if counts.sum() else np.full(len(labels), np.nan)
+        vectors = group["probabilities"].dropna().tolist()
+        sources = {"answers": shares}
+        if vectors:
+            sources["expected"] = np.mean(np.array(vectors, dtype=float), axis=0)
+        for source, values in sources.items():
+            rows += [
+                (method, question_id, k, label, float(p), source)
+                for k, (label, p) in enumerate(zip(labels, values, strict=True), 1)
+            ]
+    return pd.DataFrame(rows, columns=list(DISTRIBUTION_COLUMNS))
+
+
+def compliance(answers: pd.DataFrame) -> pd.DataFrame:
+    """Per method: the number of answers, the share that named an option, and the mean attempts."""
+    return (
+        answers.groupby("method", sort=False)
+        .agg(
+            answers=("compliant", "size"),
+            compliant=("compliant", "mean"),
+            mean_attempts=("attempts", "mean"),
+        )
+        .reset_index()
+    )

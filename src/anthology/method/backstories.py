@@ -1,0 +1,190 @@
+"""Stage 1: natural ("NA") backstories, written by the model in answer to an open interview question.
+
+The paper prompts a base model as an interview (completion style): a citizenship preamble sampled
+until the answer says "yes", then "Tell me about yourself...", sampled at temperature 1.0, top_p 1.0,
+stopping at ``Question``, ``Q:`` or ``Interview``. A chat variant sends the same turns as messages.
+Backstories of 40 tokens or fewer are dropped, as are texts that do not read as first-person
+narratives and exact or near duplicates; every drop is recorded with its reason.
+
+Each backstory keeps its *context*, the interview transcript the later stages condition on.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import pandas as pd
+
+from anthology.errors import BackendError
+from anthology.method import filters, prompts
+from anthology.models.base import GenerateRequest, LanguageModel, Prompt, ScoreRequest
+
+Style = Literal["completion", "chat"]
+_YES = re.compile(r"\byes\b", re.I)
+
+
+@dataclass(frozen=True)
+class BackstoryConfig:
+    """Generation and filtering parameters (defaults: the paper's)."""
+
+    style: Style = "completion"
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 1500
+    stop: tuple[str, ...] = prompts.BACKSTORY_STOP
+    question: str = prompts.BACKSTORY_QUESTION
+    preamble: bool = True
+    min_tokens: int = 41
+    min_words: int = 0
+    first_person: Literal["heuristic", "judge", "off"] = "heuristic"
+    near_duplicate: float = 0.8
+
+
+def context_prompt(style: str, context: str) -> Prompt:
+    """A stored context (text, or JSON messages for chat) as a model prompt."""
+    return context if style == "completion" else tuple(json.loads(context))
+
+
+def _interview(style: Style, turns: list[tuple[str, str | None]]) -> Prompt:
+    if style == "chat":
+        return prompts.chat_transcript(turns)
+    return prompts.transcript(turns)
+
+
+def stored_prompt(prompt: Prompt) -> str:
+    return prompt if isinstance(prompt, str) else json.dumps([dict(m) for m in prompt])
+
+
+def _preambles(model: LanguageModel, n: int, config: BackstoryConfig, seed: int) -> list[str]:
+    """``n`` answers to the citizenship question that contain "yes", sampled in rounds."""
+    if not config.preamble:
+        return []
+    prompt = _interview(config.style, [(prompts.CITIZEN_QUESTION, None)])
+    found: list[str] = []
+    drawn = 0
+    for _ in range(20):
+        want = max(8, int((n - len(found)) * 1.5))
+        request = GenerateRequest(
+            prompt,
+            n=want,
+            first_sample=drawn,
+            temperature=1.0,
+            top_p=1.0,
+            max_tokens=16,
+            stop=("\n",),
+            seed=seed,
+        )
+        [result] = model.generate([request])
+        drawn += want
+        found += [t.strip() for t in result.texts if _YES.search(t)]
+        if len(found) >= n:
+            return found[:n]
+    raise BackendError(
+        f"only {len(found)} of {drawn} answers to {prompts.CITIZEN_QUESTION!r} said yes: the model does "
+        "not play the interview; turn the citizenship preamble off (--no-preamble)"
+    )
+
+
+def generate_backstories(
+    model: LanguageModel, n: int, *, seed: int = 0, config: BackstoryConfig | None = None
+) -> pd.DataFrame:
+    """Generate ``n`` backstories and filter them. One row per generated backstory: ``persona_id``,
+    ``style``, ``context``, ``text``, ``tokens``, ``words``, ``finish_reason``, ``kept`` and
+    ``drop_reason`` (empty when kept)."""
+    config = config or BackstoryConfig()
+    yes = _preambles(model, n, config, seed)
+    requests, turns_of = [], []
+    for i in range(n):
+        turns: list[tuple[str, str | None]] = [(prompts.CITIZEN_QUESTION, yes[i])] if yes else []
+        turns.append((config.question, None))
+        turns_of.append(turns)
+        # first_sample=i: personas whose preamble reads the same still get different stories.
+        requests.append(
+            GenerateRequest(
+                _interview(config.style, turns),
+                n=1,
+                first_sample=i,
+                temperature=config.temperature,
+                top_p=config.top_p,
+                max_tokens=config.max_tokens,
+                stop=config.stop,
+                seed=seed,
+            )
+        )
+    results = model.generate(requests)
+    rows = []
+    for i, (turns, result) in enumerate(zip(turns_of, results, strict=True)):
+        sample = result.samples[0]
+        text = sample.text.strip()
+        context = _interview(config.style, [*turns[:-1], (turns[-1][0], text)])
+        rows.append(
+            {
+                "persona_id": f"p{i:05d}",
+                "style": config.style,
+                "context": stored_prompt(context),
+                "text": text,
+                "tokens": sample.completion_tokens,
+                "words": len(filters.words(text)),
+                "finish_reason": sample.finish_reason,
+            }
+        )
+    frame = pd.DataFrame(rows)
+    frame["drop_reason"] = drop_reasons(model, frame, config)
+    frame["kept"] = frame["drop_reason"] == ""
+    return frame
+
+
+def drop_reasons(model: LanguageModel, frame: pd.DataFrame, config: BackstoryConfig) -> list[str]:
+    reasons = [""] * len(frame)
+    for i, row in enumerate(frame.itertuples()):
+        if row.tokens < config.min_tokens:
+            reasons[i] = f"too short: {row.tokens} tokens < {config.min_tokens}"
+        elif row.words < config.min_words:
+            reasons[i] = f"too short: {row.words} words < {config.min_words}"
+        elif config.first_person == "heuristic" and not filters.is_first_person(row.text):
+            reasons[i] = "not a first-person narrative (heuristic)"
+    if config.first_person == "judge":
+        candidates = [i for i, r in enumerate(reasons) if not r]
+        for i, first_person in zip(
+            candidates, _judge(model, frame["text"].iloc[candidates].tolist()), strict=True
+        ):
+            if not first_person:
+                reasons[i] = "not a first-person narrative (LLM judge)"
+    if config.near_duplicate <= 1:
+        alive = [i for i, r in enumerate(reasons) if not r]
+        dups = filters.duplicate_of(frame["text"].iloc[alive].tolist(), config.near_duplicate)
+        for i, dup in zip(alive, dups, strict=True):
+            if dup is not None:
+                reasons[i] = f"duplicate of {frame['persona_id'].iloc[alive[dup]]}"
+    return reasons
+
+
+JUDGE_QUESTION = "Is the text above a first-person account of the writer's own life?"
+
+
+def _judge(model: LanguageModel, texts: list[str]) -> list[bool]:
+    """An LLM judge: P(Yes) >= 0.5 on a yes/no question after the text."""
+    block = prompts.multiple_choice(JUDGE_QUESTION, ("Yes", "No"))
+    scored = model.score([ScoreRequest(f"{t}\n\n{block}", prompts.option_continuations(2)) for t in texts])
+    return [r.probabilities()[0] >= 0.5 for r in scored]
+
+
+def summary(frame: pd.DataFrame) -> dict[str, object]:
+    """How many backstories were generated and kept, and why the rest were dropped."""
+    reasons = frame.loc[~frame["kept"], "drop_reason"].str.replace(
+        r"duplicate of .*", "duplicate", regex=True
+    )
+    reasons = reasons.str.replace(r": \d+ (tokens|words) <", r": fewer \1 than", regex=True)
+    return {
+        "generated": len(frame),
+        "kept": int(frame["kept"].sum()),
+        "dropped": {str(k): int(v) for k, v in reasons.value_counts().items()},
+        "stopped_at_max_tokens": int((frame["finish_reason"] == "length").sum()),
+    }
+
+
+def config_dict(config: BackstoryConfig) -> dict[str, object]:
+    return asdict(config)

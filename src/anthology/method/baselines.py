@@ -1,0 +1,240 @@
+"""Stage 6: the demographic-prompting baselines and the panels that answer the survey.
+
+Each baseline conditions the model on a respondent's *own* demographics (the survey's category labels)
+for income, race, age, gender, education and party, whichever the survey maps and the respondent has,
+in an order shuffled per respondent:
+
+* ``qa``: each trait's canonical question as a multiple-choice block over the survey's categories,
+  answered: ``...Answer with (A), (B), or (C).\\nAnswer: (C)``; blocks separated by blank lines;
+* ``bio``: ``BIO_PREAMBLE`` then one first-person sentence per trait ("My age is 30-49.");
+* ``portray``: ``PORTRAY_PREAMBLE`` then ``topic: value`` lines;
+* ``nothing``: an empty context;
+* ``dp``: a backstory the model writes after the demographics (bio or QA style) are stated.
+
+Bio sentences use the survey label verbatim, except that gender and education start in lower case
+("I consider my gender as male.", "My highest level of education is high school.") unless the label
+starts with an acronym, and party takes "a" or "an" ("Politically, I consider myself an Independent.").
+
+Panels have the columns of :data:`anthology.method.answering.PANEL_COLUMNS`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Literal, cast
+
+import pandas as pd
+
+from anthology.errors import ConfigError
+from anthology.method import filters, prompts
+from anthology.method.answering import PANEL_COLUMNS, stable_int
+from anthology.method.backstories import BackstoryConfig, drop_reasons, stored_prompt
+from anthology.models.base import GenerateRequest, LanguageModel, Prompt
+from anthology.surveys.schema import Survey
+from anthology.surveys.traits import CANONICAL_TRAITS
+
+Style = Literal["qa", "bio", "portray"]
+BASELINES = ("qa", "bio", "portray", "nothing")
+DP_TEMPERATURE = 1.1
+
+
+@dataclass(frozen=True)
+class Wording:
+    """How a trait is stated: the Bio ``sentence`` (``{value}``, optionally ``{article}``), the Portray
+    ``topic``, and whether Bio lower-cases the label's first letter."""
+
+    sentence: str
+    topic: str
+    lower: bool = False
+
+
+#: The demographic traits of the baselines, in canonical order, with their wording.
+WORDING: dict[str, Wording] = {
+    "income": Wording("My annual income is {value}.", "income"),
+    "race": Wording("I consider my race as {value}.", "race"),
+    "age": Wording("My age is {value}.", "age"),
+    "gender": Wording("I consider my gender as {value}.", "gender", lower=True),
+    "education": Wording("My highest level of education is {value}.", "education", lower=True),
+    "party": Wording("Politically, I consider myself {article} {value}.", "political party"),
+}
+
+
+def _respondent_traits(survey: Survey, respondent_id: Hashable, seed: int) -> list[tuple[str, str]]:
+    """(trait, survey label) for the baseline traits the survey maps and the respondent has, shuffled by
+    a hash of (seed, respondent_id)."""
+    traits = _respondents(survey)
+    if respondent_id not in traits.index:
+        raise ConfigError(f"survey {survey.name!r} has no respondent {respondent_id!r}")
+    row = traits.loc[respondent_id]
+    present = [
+        (name, str(row[name]))
+        for name in WORDING
+        if name in survey.codebook.traits and name in row.index and pd.notna(row[name])
+    ]
+    return sorted(present, key=lambda t: stable_int(seed, respondent_id, t[0], "trait"))
+
+
+def _respondents(survey: Survey) -> pd.DataFrame:
+    if survey.respondents is None:
+        raise ConfigError(f"survey {survey.name!r} has no respondent data: load it with data=PATH")
+    return survey.respondents.traits
+
+
+def _sentence(name: str, value: str) -> str:
+    wording = WORDING[name]
+    first = value.split(" ", 1)[0]
+    if wording.lower and not (len(first) > 1 and first.isupper()):  # "BA level degree" stays
+        value = value[:1].lower() + value[1:]
+    article = "an" if value[:1].lower() in "aeiou" else "a"
+    return wording.sentence.format(value=value, article=article)
+
+
+def _qa_block(survey: Survey, name: str, value: str) -> str:
+    labels = survey.codebook.traits[name].labels
+    wording, _ = CANONICAL_TRAITS[name].asked()
+    return prompts.multiple_choice(wording, labels) + prompts.chosen(labels.index(value))
+
+
+def demographic_text(survey: Survey, respondent_id: Hashable, style: Style = "bio", *, seed: int = 0) -> str:
+    """A respondent's own demographics as a ``qa``, ``bio`` or ``portray`` text (see the module doc)."""
+    traits = _respondent_traits(survey, respondent_id, seed)
+    if style == "qa":
+        return "\n\n".join(_qa_block(survey, name, value) for name, value in traits)
+    if style == "bio":
+        return " ".join([prompts.BIO_PREAMBLE, *(_sentence(name, value) for name, value in traits)])
+    if style == "portray":
+        lines = [f"{WORDING[name].topic}: {value}" for name, value in traits]
+        return "\n".join([prompts.PORTRAY_PREAMBLE, *lines])
+    raise ConfigError(f"unknown demographics style {style!r}; use qa, bio or portray")
+
+
+def _ids(survey: Survey, respondent_ids: Sequence[Hashable] | None) -> list[Hashable]:
+    return list(_respondents(survey).index if respondent_ids is None else respondent_ids)
+
+
+def baseline_contexts(
+    survey: Survey,
+    methods: Sequence[str] = BASELINES,
+    *,
+    seed: int = 0,
+    respondent_ids: Sequence[Hashable] | None = None,
+) -> pd.DataFrame:
+    """A panel of baseline personas: one row per method and respondent (all, or ``respondent_ids``),
+    ``persona_id`` None, completion style."""
+    unknown = [m for m in methods if m not in BASELINES]
+    if unknown:
+        raise ConfigError(f"unknown baseline(s) {unknown}; choose from {', '.join(BASELINES)}")
+    ids = _ids(survey, respondent_ids)
+    rows = [
+        (method, rid, None, "completion", _baseline(survey, method, rid, seed))
+        for method in methods
+        for rid in ids
+    ]
+    return pd.DataFrame(rows, columns=list(PANEL_COLUMNS))
+
+
+def _baseline(survey: Survey, method: str, respondent_id: Hashable, seed: int) -> str:
+    return (
+        "" if method == "nothing" else demographic_text(survey, respondent_id, cast(Style, method), seed=seed)
+    )
+
+
+def _appended(style: str, context: str, text: str) -> str:
+    """A stored context followed by ``text``: a new paragraph, or a new user turn in chat."""
+    if style == "completion":
+        return f"{context}\n\n{text}"
+    return stored_prompt((*json.loads(context), {"role": "user", "content": text}))
+
+
+def anthology_panel(
+    matches: pd.DataFrame,
+    backstories: pd.DataFrame,
+    *,
+    survey: Survey | None = None,
+    append: Style | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """A panel of matched personas (method ``anthology-{matching method}``): each match's backstory
+    context, followed when ``append`` is ``"qa"`` or ``"bio"`` by the matched human's demographics."""
+    if append is not None and survey is None:
+        raise ConfigError("appending the matched human's demographics needs the survey")
+    stories = backstories.set_index("persona_id")[["style", "context"]]
+    rows = []
+    for match in matches.itertuples(index=False):
+        if match.persona_id not in stories.index:
+            raise ConfigError(f"matched persona {match.persona_id!r} is not in the backstories table")
+        style, context = stories.loc[match.persona_id]
+        if append is not None:
+            assert survey is not None
+            context = _appended(
+                style, context, demographic_text(survey, match.respondent_id, append, seed=seed)
+            )
+        rows.append((f"anthology-{match.method}", match.respondent_id, match.persona_id, style, context))
+    return pd.DataFrame(rows, columns=list(PANEL_COLUMNS))
+
+
+def _dp_prompt(style: str, demographics: str, answer: str | None) -> Prompt:
+    """The demographics, then the DP question (and the answer, when given)."""
+    if style == "chat":
+        return prompts.chat_transcript([(f"{demographics}\n\n{prompts.DP_QUESTION}", answer)])
+    return f"{demographics}\n\n{prompts.qa_turn(prompts.DP_QUESTION, answer)}"
+
+
+def dp_backstories(
+    model: LanguageModel,
+    survey: Survey,
+    *,
+    seed: int = 0,
+    style: Style = "bio",
+    config: BackstoryConfig | None = None,
+    respondent_ids: Sequence[Hashable] | None = None,
+) -> pd.DataFrame:
+    """Demographics-primed backstories, one per respondent (all, or ``respondent_ids``), in the
+    backstories table format plus ``respondent_id``; ``persona_id`` is ``dp-{respondent_id}``.
+
+    Generation and filtering follow ``config`` (default: :class:`BackstoryConfig` at temperature 1.1);
+    its question and citizenship preamble are not used: the prompt is the demographics, then
+    ``Question: Tell me about yourself.``. Each respondent's sampling seed is a hash of (seed, id).
+    """
+    config = config or BackstoryConfig(temperature=DP_TEMPERATURE)
+    ids = _ids(survey, respondent_ids)
+    texts = [demographic_text(survey, rid, style, seed=seed) for rid in ids]
+    requests = [
+        GenerateRequest(
+            _dp_prompt(config.style, text, None),
+            temperature=config.temperature,
+            top_p=config.top_p,
+            max_tokens=config.max_tokens,
+            stop=config.stop,
+            seed=stable_int(seed, "dp", rid),
+        )
+        for rid, text in zip(ids, texts, strict=True)
+    ]
+    rows = []
+    for rid, text, result in zip(ids, texts, model.generate(requests), strict=True):
+        sample = result.samples[0]
+        story = sample.text.strip()
+        rows.append(
+            {
+                "persona_id": f"dp-{rid}",
+                "respondent_id": rid,
+                "style": config.style,
+                "context": stored_prompt(_dp_prompt(config.style, text, story)),
+                "text": story,
+                "tokens": sample.completion_tokens,
+                "words": len(filters.words(story)),
+                "finish_reason": sample.finish_reason,
+            }
+        )
+    frame = pd.DataFrame(rows)
+    frame["drop_reason"] = drop_reasons(model, frame, config)
+    frame["kept"] = frame["drop_reason"] == ""
+    return frame
+
+
+def dp_panel(dp: pd.DataFrame) -> pd.DataFrame:
+    """The kept DP backstories as a panel (method ``dp``)."""
+    kept = dp[dp["kept"]]
+    return kept.assign(method="dp")[list(PANEL_COLUMNS)].reset_index(drop=True)

@@ -1,0 +1,167 @@
+"""Stage 3: the demographic survey of each backstory.
+
+Each persona is asked each trait's multiple-choice question after its backstory::
+
+    <context>
+
+    Question: What is your age?
+    (A) 18-29
+    ...
+    Answer with (A), (B), (C), (D), or (E).
+    Answer:
+
+* ``sample`` (the paper): 40 answers per question at temperature 1.0 (up to 128 tokens, stop at a
+  newline or ``Question``), each parsed by letter, then option text, then a number; answers that name
+  no option fall in a non-compliant bucket.
+* ``logprob`` (fast): one scoring pass reads the probability of `` (A``, `` (B``...; the mass on
+  anything else is the non-compliant share.
+
+The party question's Democrat/Republican order is swapped at random per persona (seeded), and answers
+are mapped back to the canonical option order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from anthology.method import prompts
+from anthology.method.backstories import context_prompt
+from anthology.method.parsing import parse_choice
+from anthology.models.base import GenerateRequest, LanguageModel, Prompt, ScoreRequest
+from anthology.surveys.schema import Trait
+from anthology.surveys.traits import CANONICAL_TRAITS
+
+Mode = Literal["sample", "logprob"]
+NUMERIC_TRAITS = frozenset({"age", "income"})
+
+
+@dataclass(frozen=True)
+class DemographicsConfig:
+    mode: Mode = "sample"
+    samples: int = 40
+    temperature: float = 1.0
+    max_tokens: int = 128
+    stop: tuple[str, ...] = ("\n", "Question")
+    traits: tuple[str, ...] = tuple(CANONICAL_TRAITS)
+
+
+def swapped(seed: int, persona_id: str) -> bool:
+    """Whether this persona sees the swap pair (Democrat/Republican) in reverse order: a fair coin
+    that depends only on the seed and the persona."""
+    return bool(hashlib.sha256(f"{seed}:{persona_id}:swap".encode()).digest()[0] & 1)
+
+
+def question_prompt(context: Prompt, block: str) -> Prompt:
+    """The context followed by a question block: a new paragraph, or a new user turn in chat."""
+    if isinstance(context, str):
+        return f"{context}\n\n{block}" if context else block
+    return (*context, {"role": "user", "content": block})
+
+
+def continuations(context: Prompt, n_options: int) -> tuple[str, ...]:
+    """Scored option continuations: `` (A`` after a completion prompt, ``(A`` opening a chat answer."""
+    options = prompts.option_continuations(n_options)
+    return options if isinstance(context, str) else tuple(o.lstrip() for o in options)
+
+
+def survey_demographics(
+    model: LanguageModel,
+    backstories: pd.DataFrame,
+    *,
+    seed: int = 0,
+    config: DemographicsConfig | None = None,
+) -> pd.DataFrame:
+    """Tidy trait distributions: one row per (persona, trait, canonical option) with ``probability``,
+    the (persona, trait)'s ``noncompliant`` share, ``mode`` and ``swapped``."""
+    config = config or DemographicsConfig()
+    kept = backstories[backstories["kept"]] if "kept" in backstories else backstories
+    jobs = []  # (persona_id, trait, prompt, asked options, swapped)
+    for row in kept.itertuples():
+        context = context_prompt(row.style, row.context)
+        flip = swapped(seed, row.persona_id)
+        for name in config.traits:
+            trait = CANONICAL_TRAITS[name]
+            wording, options = trait.asked(flip)
+            block = prompts.multiple_choice(wording, options)
+            jobs.append(
+                (row.persona_id, trait, question_prompt(context, block), options, flip and bool(trait.swap))
+            )
+    if config.mode == "logprob":
+        requests = [ScoreRequest(p, continuations(p, len(opts))) for _, _, p, opts, _ in jobs]
+        masses = [np.exp(np.array(r.logprobs)) for r in model.score(requests)]
+    else:
+        requests = [
+            GenerateRequest(
+                p,
+                n=config.samples,
+                temperature=config.temperature,
+                max_tokens=config.max_tokens,
+                stop=config.stop,
+                seed=seed,
+            )
+            for _, _, p, _, _ in jobs
+        ]
+        masses = [
+            _counts(result.texts, opts, trait.name in NUMERIC_TRAITS) / config.samples
+            for result, (_, trait, _, opts, _) in zip(model.generate(requests), jobs, strict=True)
+        ]
+    rows = []
+    for (persona_id, trait, _, options, flip), mass in zip(jobs, masses, strict=True):
+        rows += _rows(persona_id, trait, options, mass, flip, config.mode)
+    return pd.DataFrame(rows)
+
+
+def _counts(texts: Sequence[str], options: Sequence[str], numeric: bool) -> np.ndarray:
+    counts = np.zeros(len(options))
+    for text in texts:
+        choice = parse_choice(text, options, numeric=numeric)
+        if choice is not None:
+            counts[choice] += 1
+    return counts
+
+
+def _rows(
+    persona_id: str, trait: Trait, asked: Sequence[str], mass: np.ndarray, flip: bool, mode: str
+) -> list[dict[str, object]]:
+    by_label = dict(zip(asked, mass, strict=True))
+    noncompliant = max(0.0, 1.0 - float(mass.sum()))
+    return [
+        {
+            "persona_id": persona_id,
+            "trait": trait.name,
+            "option": label,
+            "position": k,
+            "probability": float(by_label[label]),
+            "noncompliant": noncompliant,
+            "mode": mode,
+            "swapped": flip,
+        }
+        for k, label in enumerate(trait.categories, 1)
+    ]
+
+
+def agreement(sampled: pd.DataFrame, scored: pd.DataFrame) -> pd.DataFrame:
+    """How far the log-prob mode agrees with the 40-sample estimate, per trait: the share of personas
+    whose most likely option is the same, and the mean total-variation distance between the two
+    distributions (each renormalised over the options)."""
+
+    def normalised(frame: pd.DataFrame) -> pd.DataFrame:
+        wide = frame.pivot_table(index=["trait", "persona_id"], columns="position", values="probability")
+        return wide.div(wide.sum(axis=1).where(lambda s: s > 0, 1.0), axis=0).fillna(0.0)
+
+    a, b = normalised(sampled), normalised(scored)
+    a, b = a.align(b, join="inner", fill_value=0.0)
+    same_top = (a.to_numpy().argmax(axis=1) == b.to_numpy().argmax(axis=1)).astype(float)
+    tv = 0.5 * np.abs(a.to_numpy() - b.to_numpy()).sum(axis=1)
+    table = pd.DataFrame({"trait": a.index.get_level_values("trait"), "same_top": same_top, "tv": tv})
+    return (
+        table.groupby("trait", sort=False)
+        .agg(personas=("tv", "size"), top_agreement=("same_top", "mean"), mean_tv_distance=("tv", "mean"))
+        .reset_index()
+    )
