@@ -73,11 +73,13 @@ class RunDir:
             return {}
         return json.loads(self.manifest_path.read_text())
 
-    def record(self, stage: str, info: dict[str, Any]) -> None:
-        """Merge ``info`` under ``stages.{stage}`` of the manifest, with versions and a timestamp."""
+    def record(self, stage: str, info: dict[str, Any], **top_level: Any) -> None:
+        """Merge ``info`` under ``stages.{stage}`` of the manifest (with versions and a timestamp) and
+        set any ``top_level`` keys, e.g. the run's ``model``."""
         manifest = self.manifest()
         manifest.setdefault("versions", versions())
         manifest.setdefault("stages", {})[stage] = {"finished_at": time.time(), **info}
+        manifest.update(top_level)
         tmp = self.manifest_path.with_name(f".manifest.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(manifest, indent=2, default=str))
         os.replace(tmp, self.manifest_path)

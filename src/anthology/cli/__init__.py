@@ -8,6 +8,7 @@ import click
 
 from anthology import __version__
 from anthology.cli.models import models
+from anthology.cli.stages import ask, backstories, demographics, match
 from anthology.cli.surveys import surveys
 from anthology.errors import AnthologyError
 
@@ -38,6 +39,8 @@ def app() -> None:
 
 app.add_command(models)
 app.add_command(surveys)
+for command in (backstories, demographics, match, ask):
+    app.add_command(command)
 
 
 def main(argv: list[str] | None = None) -> None:

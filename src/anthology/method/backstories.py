@@ -132,6 +132,9 @@ def generate_backstories(
             }
         )
     frame = pd.DataFrame(rows)
+    # Provenance travels with the artifact: which model and parameters wrote each story.
+    frame["model"] = json.dumps(model.identity, sort_keys=True)
+    frame["params"] = json.dumps({**asdict(config), "seed": seed}, sort_keys=True)
     frame["drop_reason"] = drop_reasons(model, frame, config)
     frame["kept"] = frame["drop_reason"] == ""
     return frame
@@ -184,7 +187,3 @@ def summary(frame: pd.DataFrame) -> dict[str, object]:
         "dropped": {str(k): int(v) for k, v in reasons.value_counts().items()},
         "stopped_at_max_tokens": int((frame["finish_reason"] == "length").sum()),
     }
-
-
-def config_dict(config: BackstoryConfig) -> dict[str, object]:
-    return asdict(config)

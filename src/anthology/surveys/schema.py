@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -306,6 +307,40 @@ class Survey:
         if self.respondents is None:
             raise ConfigError(f"survey {self.name!r} has no respondent data: load it with data=PATH")
         return self.respondents
+
+    def subset(self, respondent_ids: Sequence[Any]) -> Survey:
+        """The same survey restricted to some respondents (in the order given)."""
+        people = self._require_respondents()
+        ids = pd.Index(respondent_ids)
+        unknown = ids.difference(people.weights.index)
+        if len(unknown):
+            from anthology.errors import ConfigError
+
+            raise ConfigError(f"survey {self.name!r} has no respondent {unknown[0]!r}")
+        kept = Respondents(
+            weights=people.weights.loc[ids],
+            traits=people.traits.loc[ids],
+            answers=people.answers.loc[ids],
+            nonresponse=people.nonresponse.loc[ids],
+            weighted=people.weighted,
+        )
+        return Survey(self.codebook, kept, self.report)
+
+    def sample(self, n: int | None, seed: int = 0) -> Survey:
+        """A seeded random sample of ``n`` respondents (all of them when ``n`` is None or too large)."""
+        people = self._require_respondents()
+        if n is None or n >= len(people):
+            return self
+        rng = np.random.default_rng(seed)
+        picked = np.sort(rng.choice(len(people), size=n, replace=False))
+        return self.subset(people.weights.index[picked])
+
+    def humans(self) -> pd.DataFrame:
+        """One row per respondent: ``respondent_id``, ``weight``, the traits and one column of answer
+        positions per question (the run directory's ``humans.parquet``)."""
+        people = self._require_respondents()
+        frame = pd.concat([people.weights.rename("weight"), people.traits, people.answers], axis=1)
+        return frame.rename_axis("respondent_id").reset_index()
 
     def tidy(self) -> pd.DataFrame:
         """One row per question and respondent: ``respondent_id``, ``weight``, one column per trait,

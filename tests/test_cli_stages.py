@@ -1,0 +1,119 @@
+"""The method's stages from the command line, on a tiny model saved to a local folder, against the
+built-in GSS 2018 survey."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+pytest.importorskip("torch")
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "anthology", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"},
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory, tiny_parts):
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    model, tokenizer = tiny_parts
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_stages_end_to_end_and_rerun_from_cache(tiny_folder, tmp_path):
+    run = str(tmp_path / "run")
+    ok(
+        cli(
+            "backstories",
+            run,
+            "--model",
+            tiny_folder,
+            "-n",
+            "8",
+            "--max-tokens",
+            "24",
+            "--no-preamble",
+            "--min-tokens",
+            "1",
+            "--first-person",
+            "off",
+            "--seed",
+            "3",
+        )
+    )
+    stories = pd.read_parquet(f"{run}/backstories.parquet")
+    assert len(stories) == 8 and stories["kept"].sum() >= 6
+
+    # Later stages use the run's model unless told otherwise.
+    ok(cli("demographics", run, "--mode", "logprob", "--seed", "3"))
+    demographics = pd.read_parquet(f"{run}/demographics.parquet")
+    assert set(demographics["trait"]) >= {"age", "gender", "income", "party"}
+
+    matched = ok(cli("match", run, "--survey", "gss2018-spending", "--respondents", "5", "--seed", "3"))
+    assert "mean_log_weight" in matched.stdout
+    matches = pd.read_parquet(f"{run}/matches.parquet")
+    assert set(matches["method"]) == {"greedy", "max-weight", "random"}
+    assert len(pd.read_parquet(f"{run}/humans.parquet")) == 5
+
+    args = (
+        "ask",
+        run,
+        "--mode",
+        "logprob",
+        "--context",
+        "independent",
+        "--dp-max-tokens",
+        "16",
+        "--seed",
+        "3",
+    )
+    first = ok(cli(*args))
+    answers = pd.read_parquet(f"{run}/answers.parquet")
+    assert set(answers["method"]) == {
+        "anthology-greedy",
+        "anthology-max-weight",
+        "anthology-random",
+        "qa",
+        "bio",
+        "portray",
+        "nothing",
+        "dp",
+    }
+    assert len(answers[answers["method"] == "qa"]) == 5 * 18
+    assert answers["position"].between(1, 3).all()
+    assert "model calls" in first.stderr
+    again = ok(cli(*args))
+    assert "ask: 0 model calls" in again.stderr
+    pd.testing.assert_frame_equal(pd.read_parquet(f"{run}/answers.parquet"), answers)
+
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert set(manifest["stages"]) == {"backstories", "demographics", "match", "ask"}
+    assert manifest["model"]["name"] == tiny_folder
+    assert manifest["stages"]["match"]["survey"]["name"] == "gss2018-spending"
+
+
+def test_stage_errors_are_one_line(tiny_folder, tmp_path):
+    run = str(tmp_path / "empty")
+    result = cli("demographics", run, "--model", tiny_folder)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "run `anthology backstories`" in result.stderr.strip().splitlines()[-1]
+    result = cli("ask", run, "--methods", "anthology-greedy,astrology", "--model", tiny_folder)
+    assert result.returncode == 2 and "unknown method 'astrology'" in result.stderr
