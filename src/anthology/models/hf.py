@@ -448,31 +448,38 @@ class HFModel:
         dev = self.device
         suffixes = [rows[i][prefix_len:] for i in batch]
         width = max(len(s) for s in suffixes)
+        # Suffixes are left-padded so that every row ends at the last column: the positions whose
+        # log-probs are needed (the last context token and the option tokens) are then the last few
+        # columns of every row, and only those are projected onto the vocabulary.
         ids = torch.full((len(batch), width), self._pad_id, dtype=torch.long)
         mask = torch.zeros((len(batch), prefix_len + width), dtype=torch.long)
         mask[:, :prefix_len] = 1
         for b, s in enumerate(suffixes):
-            ids[b, : len(s)] = torch.tensor(s)
-            mask[b, prefix_len : prefix_len + len(s)] = 1
-        positions = torch.arange(prefix_len, prefix_len + width).expand(len(batch), -1)
+            ids[b, width - len(s) :] = torch.tensor(s)
+            mask[b, prefix_len + width - len(s) :] = 1
+        positions = prefix_len + (mask[:, prefix_len:].cumsum(-1) - 1).clamp_min(0)
         kwargs: dict[str, Any] = {}
         if cache is not None:
             batch_cache = copy.deepcopy(cache)
             batch_cache.batch_repeat_interleave(len(batch))
             kwargs[self._cache_kw] = batch_cache
-        # Project onto the vocabulary only from the first needed position on.
-        first = min(min(needs[i]) for i in batch) - prefix_len
+        keep = max(len(rows[i]) - min(needs[i]) for i in batch)
         out = self.model(
             input_ids=ids.to(dev),
             attention_mask=mask.to(dev),
             position_ids=positions.to(dev),
             use_cache=cache is not None,
-            logits_to_keep=width - first,
+            logits_to_keep=keep,
             **kwargs,
         )
+
+        # Column of (row b, absolute position pos) among the kept last `keep` columns.
+        def column(b: int, pos: int) -> int:
+            return keep - (len(rows[batch[b]]) - pos)
+
         coords = [(b, pos) for b, i in enumerate(batch) for pos in sorted(needs[i])]
         bi = torch.tensor([b for b, _ in coords], device=dev)
-        pi = torch.tensor([pos - prefix_len - first for _, pos in coords], device=dev)
+        pi = torch.tensor([column(b, pos) for b, pos in coords], device=dev)
         logprobs = torch.log_softmax(out.logits[bi, pi].float(), dim=-1)
         for k, (b, pos) in enumerate(coords):
             i = batch[b]
