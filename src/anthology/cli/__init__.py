@@ -7,6 +7,7 @@ import sys
 import click
 
 from anthology import __version__
+from anthology.cli.evaluate import evaluate, report
 from anthology.cli.models import models
 from anthology.cli.stages import ask, backstories, demographics, match
 from anthology.cli.surveys import surveys
@@ -39,7 +40,7 @@ def app() -> None:
 
 app.add_command(models)
 app.add_command(surveys)
-for command in (backstories, demographics, match, ask):
+for command in (backstories, demographics, match, ask, evaluate, report):
     app.add_command(command)
 
 

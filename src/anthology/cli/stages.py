@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -13,15 +12,34 @@ from rich.console import Console
 from rich.table import Table
 
 from anthology.cli.common import model_options, open_model
-from anthology.errors import ConfigError
 
 DEFAULT_MODEL = "gemma3-270m"
-ANTHOLOGY_METHODS = ("anthology-greedy", "anthology-max-weight", "anthology-random")
-ALL_METHODS = (*ANTHOLOGY_METHODS, "qa", "bio", "portray", "nothing", "dp")
+ALL_METHODS = (
+    "anthology-greedy",
+    "anthology-max-weight",
+    "anthology-random",
+    "qa",
+    "bio",
+    "portray",
+    "nothing",
+    "dp",
+)
 run_dir_argument = click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 seed_option = click.option(
     "--seed", type=int, default=0, show_default=True, help="Seed of every random step."
 )
+
+
+def _records(records: list[dict[str, Any]]):
+    import pandas as pd
+
+    return pd.DataFrame(records)
+
+
+def _frame(mapping: dict[str, Any], key: str, value: str):
+    import pandas as pd
+
+    return pd.DataFrame({key: list(mapping), value: list(mapping.values())})
 
 
 def _print_table(title: str, frame) -> None:
@@ -129,28 +147,28 @@ def backstories(
     model_spec: dict[str, Any],
 ) -> None:
     """Stage 1: generate a pool of backstories into RUN_DIR/backstories.parquet."""
-    from anthology.method.backstories import BackstoryConfig, generate_backstories, summary
+    from anthology import pipeline
+    from anthology.method.backstories import BackstoryConfig
 
     config = BackstoryConfig(
-        style=style,
+        style=style,  # type: ignore[arg-type]
         temperature=temperature,
         top_p=top_p,
-        max_tokens=max_tokens,  # type: ignore[arg-type]
+        max_tokens=max_tokens,
         preamble=not no_preamble,
         min_tokens=min_tokens,
         min_words=min_words,
-        first_person=first_person,
+        first_person=first_person,  # type: ignore[arg-type]
         near_duplicate=near_duplicate,
-    )  # type: ignore[arg-type]
-    stage = _Stage(run_dir, "backstories", model_spec)
-    frame = generate_backstories(stage.model, count, seed=seed, config=config)
-    stage.run.write("backstories", frame)
-    report = summary(frame)
-    Console().print(
-        f"backstories: {report['generated']} generated, {report['kept']} kept; "
-        f"dropped: {report['dropped'] or 'none'}; {report['stopped_at_max_tokens']} hit --max-tokens"
     )
-    stage.finish(seed=seed, config=asdict(config), summary=report)
+    stage = _Stage(run_dir, "backstories", model_spec)
+    info = pipeline.backstories(stage.run, stage.model, count, config, seed)
+    report = info["summary"]
+    Console().print(
+        f"backstories: {report['generated']} generated, {report['kept']} kept; dropped: "
+        f"{report['dropped'] or 'none'}; {report['stopped_at_max_tokens']} hit --max-tokens"
+    )
+    stage.finish(**info)
 
 
 @click.command()
@@ -164,26 +182,33 @@ def backstories(
 )
 @click.option("--samples", type=click.IntRange(1), default=40, show_default=True)
 @click.option("--max-tokens", type=click.IntRange(1), default=128, show_default=True)
+@click.option(
+    "--agreement",
+    is_flag=True,
+    help="Also run the other mode and report how far log-prob and sampled estimates agree.",
+)
 @seed_option
 @model_options(default_model=None)
 def demographics(
-    run_dir: Path, mode: str, samples: int, max_tokens: int, seed: int, model_spec: dict[str, Any]
+    run_dir: Path,
+    mode: str,
+    samples: int,
+    max_tokens: int,
+    agreement: bool,
+    seed: int,
+    model_spec: dict[str, Any],
 ) -> None:
     """Stage 3: ask every kept backstory the demographic survey (RUN_DIR/demographics.parquet)."""
-    from anthology.method.demographics import DemographicsConfig, survey_demographics
+    from anthology import pipeline
+    from anthology.method.demographics import DemographicsConfig
 
     config = DemographicsConfig(mode=mode, samples=samples, max_tokens=max_tokens)  # type: ignore[arg-type]
     stage = _Stage(run_dir, "demographics", model_spec)
-    stories = stage.run.read("backstories")
-    frame = survey_demographics(stage.model, stories, seed=seed, config=config)
-    stage.run.write("demographics", frame)
-    per_trait = (
-        frame.groupby("trait", sort=False)
-        .agg(personas=("persona_id", "nunique"), noncompliant=("noncompliant", "mean"))
-        .reset_index()
-    )
-    _print_table("demographic survey", per_trait)
-    stage.finish(seed=seed, config=asdict(config))
+    info = pipeline.demographics(stage.run, stage.model, config, seed, compare_modes=agreement)
+    _print_table("non-compliant share per trait", _frame(info["noncompliant"], "trait", "noncompliant"))
+    if agreement:
+        _print_table(f"log-prob vs {samples}-sample estimates", _records(info["agreement"]))
+    stage.finish(**info)
 
 
 @click.command()
@@ -224,24 +249,15 @@ def match(
     seed: int,
 ) -> None:
     """Stage 4: match personas to the survey's respondents (RUN_DIR/matches.parquet, humans.parquet)."""
-    from anthology.method.matching import METHODS, match_survey
-    from anthology.surveys import load_survey
+    from anthology import pipeline
 
     stage = _Stage(run_dir, "match")
-    survey = load_survey(survey_name, data).sample(respondents, seed)
-    demographics_frame = stage.run.read("demographics")
-    matches, report = match_survey(
-        survey, demographics_frame, methods or METHODS, seed=seed, objective=objective
-    )  # type: ignore[arg-type]
-    stage.run.write("humans", survey.humans())
-    stage.run.write("matches", matches)
-    _print_table(f"matching {len(survey.respondents)} respondents of {survey.name}", report)
-    stage.finish(
-        seed=seed,
-        survey={"name": survey_name, "data": str(data) if data else None, "respondents": respondents},
-        objective=objective,
-        report=report.to_dict(orient="records"),
+    survey = pipeline.open_survey(survey_name, str(data) if data else None, respondents, seed)
+    info = pipeline.match(
+        stage.run, survey, methods, objective, seed, survey_ref=survey_name, data=str(data) if data else None
     )
+    _print_table(f"matching {len(survey.respondents)} respondents of {survey.name}", _records(info["report"]))
+    stage.finish(**info)
 
 
 @click.command()
@@ -288,69 +304,26 @@ def ask(
 ) -> None:
     """Stage 5: matched personas and baselines answer the survey (RUN_DIR/answers.parquet,
     distributions.parquet)."""
-    import pandas as pd
+    from anthology import pipeline
+    from anthology.method.answering import AskConfig
 
-    from anthology.method.answering import AskConfig, compliance
-    from anthology.method.answering import ask as ask_panel
-    from anthology.method.backstories import BackstoryConfig
-    from anthology.method.baselines import (
-        BASELINES,
-        anthology_panel,
-        baseline_contexts,
-        dp_backstories,
-        dp_panel,
-    )
-
-    chosen = [m.strip() for m in methods.split(",") if m.strip()]
-    unknown = [m for m in chosen if m not in ALL_METHODS]
-    if unknown:
-        raise ConfigError(f"unknown method {unknown[0]!r} in --methods: choose from {', '.join(ALL_METHODS)}")
-    stage = _Stage(run_dir, "ask", model_spec)
-    survey = _run_survey(stage.run)
+    chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
+    pipeline.check_methods(chosen)
     config = AskConfig(context=context_mode, mode=mode, max_attempts=max_attempts)  # type: ignore[arg-type]
-    panels = []
-    matching = [m.removeprefix("anthology-") for m in chosen if m in ANTHOLOGY_METHODS]
-    if matching:
-        matches = stage.run.read("matches")
-        missing = sorted(set(matching) - set(matches["method"]))
-        if missing:
-            raise ConfigError(f"no {missing[0]!r} matches in {stage.run.root}: run `anthology match` with it")
-        panels.append(
-            anthology_panel(
-                matches[matches["method"].isin(matching)],
-                stage.run.read("backstories"),
-                survey=survey,
-                append=append,
-                seed=seed,
-            )
-        )  # type: ignore[arg-type]
-    baselines = [m for m in chosen if m in BASELINES]
-    if baselines:
-        panels.append(baseline_contexts(survey, baselines, seed=seed))
-    if "dp" in chosen:
-        # DP backstories pass the same filters as the run's natural ones, at the paper's temperature 1.1.
-        natural = stage.run.manifest().get("stages", {}).get("backstories", {}).get("config", {})
-        natural = {k: tuple(v) if isinstance(v, list) else v for k, v in natural.items()}
-        dp_config = BackstoryConfig(**{**natural, "temperature": 1.1, "max_tokens": dp_max_tokens})
-        dp = dp_backstories(stage.model, survey, seed=seed, style=dp_style, config=dp_config)  # type: ignore[arg-type]
-        stage.run.write("dp_backstories", dp)
-        Console().print(f"dp: {int(dp['kept'].sum())} of {len(dp)} demographics-primed backstories kept")
-        panels.append(dp_panel(dp))
-    answers, dists = ask_panel(
-        stage.model, pd.concat(panels, ignore_index=True), survey.questionnaire, seed=seed, config=config
+    stage = _Stage(run_dir, "ask", model_spec)
+    info = pipeline.ask(
+        stage.run,
+        stage.model,
+        chosen,
+        config,
+        seed,
+        append=append,
+        dp_style=dp_style,
+        dp_max_tokens=dp_max_tokens,
     )
-    stage.run.write("answers", answers)
-    stage.run.write("distributions", dists)
-    _print_table("answers", compliance(answers))
-    stage.finish(seed=seed, methods=chosen, config=asdict(config), append=append)
-
-
-def _run_survey(run) -> Any:
-    """The survey and respondents the run matched (from the manifest and humans.parquet)."""
-    from anthology.surveys import load_survey
-
-    info = run.manifest().get("stages", {}).get("match", {}).get("survey")
-    if info is None:
-        raise ConfigError(f"{run.root} has no matched survey: run `anthology match {run.root}` first")
-    humans = run.read("humans")
-    return load_survey(info["name"], info["data"]).subset(humans["respondent_id"].tolist())
+    if "dp" in info:
+        Console().print(
+            f"dp: {info['dp']['kept']} of {info['dp']['generated']} demographics-primed backstories kept"
+        )
+    _print_table("answers", _records(info["compliance"]))
+    stage.finish(**info)

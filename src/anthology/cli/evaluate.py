@@ -1,0 +1,108 @@
+"""``anthology evaluate`` (the paper's table with intervals, metric files) and ``anthology report``
+(a self-contained HTML report)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from anthology.cli.stages import run_dir_argument, seed_option
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+@click.command()
+@run_dir_argument
+@click.option(
+    "--splits",
+    type=click.IntRange(1),
+    default=100,
+    show_default=True,
+    help="Random split halves of the humans for the lower bound.",
+)
+@click.option(
+    "--resamples", type=click.IntRange(1), default=1000, show_default=True, help="Bootstrap resamples."
+)
+@seed_option
+def evaluate(run_dir: Path, splits: int, resamples: int, seed: int) -> None:
+    """Compare every method's answers with the humans: print the paper's table and write metrics.csv,
+    metrics_per_question.csv and metrics_per_subgroup.csv into RUN_DIR."""
+    from anthology.evaluation import FILES
+    from anthology.evaluation import evaluate as run_evaluation
+
+    result = run_evaluation(run_dir, n_splits=splits, n_resamples=resamples, seed=seed)
+    console = Console()
+    console.print(_paper_table(result.table, splits))
+    console.print(_agreement_table(result.agreement))
+    console.print(f"[dim]wrote {', '.join(FILES.values())} in {run_dir}[/dim]")
+
+
+@click.command()
+@run_dir_argument
+def report(run_dir: Path) -> None:
+    """Write RUN_DIR/report.html, one self-contained page (evaluates first when the metrics are
+    missing or older than the answers)."""
+    from anthology.report import write_report
+
+    click.echo(str(write_report(run_dir)))
+
+
+def _cell(value: float, low: float, high: float) -> str:
+    if math.isnan(value):
+        return "-"
+    if math.isnan(low):
+        return f"{value:.3f}"
+    return f"{value:.3f} [dim][{low:.3f}, {high:.3f}][/dim]"
+
+
+def _paper_table(table: pd.DataFrame, splits: int) -> Table:
+    from anthology.evaluation import LOWER_BOUND, TABLE_COLUMNS, best_methods
+
+    best = best_methods(table)
+    columns = [m for m in TABLE_COLUMNS if m in table.columns]
+    out = Table(
+        title="Representativeness and consistency against the humans",
+        caption=escape(
+            "* best per column. Lower WD and Fro. are better, higher alpha is better. WD is scipy's "
+            "Wasserstein distance on positions 1..K; WD/(K-1) is OpinionQA's scale"
+            + ("; 'exp.' uses the expected distributions" if "wd_expected_raw" in columns else "")
+            + ". [95% percentile bootstrap interval: for a distance it can lie above the estimate]; "
+            f"lower bound: mean of {splits} split halves [middle 95% of splits]."
+        ),
+    )
+    out.add_column("Method")
+    for metric in columns:
+        out.add_column(TABLE_COLUMNS[metric][0], justify="right")
+    for row in table.to_dict("records"):
+        cells = []
+        for metric in columns:
+            text = _cell(row[metric], row[f"{metric}_ci_low"], row[f"{metric}_ci_high"])
+            cells.append(f"[bold green]{text} *[/bold green]" if best.get(metric) == row["method"] else text)
+        lower = row["method"] == LOWER_BOUND
+        if lower:
+            out.add_section()
+        out.add_row(row["label"], *cells, style="italic" if lower else None)
+    return out
+
+
+def _agreement_table(agreement: pd.DataFrame) -> Table:
+    from anthology.evaluation import method_label
+
+    out = Table(title="Each human against their own persona (answered pairs)")
+    for heading in ("Method", "Exact match", "Mean distance", "Mean distance/(K-1)"):
+        out.add_column(heading, justify="left" if heading == "Method" else "right")
+    for row in agreement.itertuples(index=False):
+        out.add_row(
+            method_label(row.method),
+            f"{row.exact_match_rate:.3f}",
+            f"{row.mean_abs_distance:.3f}",
+            f"{row.mean_abs_distance_normalized:.3f}",
+        )
+    return out

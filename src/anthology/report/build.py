@@ -1,0 +1,415 @@
+"""Gather a run directory's results into the report's sections and render ``report.html``.
+
+Everything on the page comes from the run directory: the metric files of :mod:`anthology.evaluation`
+(written first when missing or older than the answers), the answers and humans for the charts, the
+demographic survey and matches for the panel's make-up, and the manifest for provenance. The page is
+rendered by a Jinja2 template with autoescaping, and the charts are inline SVG (:mod:`.svg`), so it
+needs no network and no script, and model-written text shows as text.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import numpy as np
+import pandas as pd
+
+from anthology.evaluation import (
+    LOWER_BOUND,
+    METHOD_LABELS,
+    TABLE_COLUMNS,
+    Evaluation,
+    RunData,
+    best_methods,
+    evaluate,
+    is_current,
+    load_run,
+    method_label,
+    read_evaluation,
+)
+from anthology.method.matching import persona_probabilities
+from anthology.metrics import Comparison, compare
+from anthology.report import svg
+from anthology.surveys import DECLINE
+
+#: Backstories shown with their matched human.
+SAMPLE_BACKSTORIES = 6
+#: Matching methods in matches.parquet, in the order shown.
+MATCHINGS = ("greedy", "max-weight", "random")
+HUMANS_COLOR = "#333333"
+#: One colour per method (Okabe-Ito), the same in every chart.
+METHOD_COLORS = dict(
+    zip(
+        METHOD_LABELS,
+        ("#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#0072B2", "#D55E00", "#999999", "#8C6D31"),
+        strict=True,
+    )
+)
+POOL_COLOR = "#56B4E9"
+MATCHING_COLORS = dict(zip(MATCHINGS, ("#E69F00", "#009E73", "#CC79A7"), strict=True))
+
+#: What each column of the metrics table means.
+EXPLANATIONS = {
+    "wd_raw": "Wasserstein (earth mover's) distance between the humans' and the personas' answer "
+    "distributions on option positions 1..K (scipy.stats.wasserstein_distance), averaged over "
+    "questions. Lower is better; 0 means identical distributions.",
+    "wd_normalized": "The same divided by K-1, the largest possible distance (OpinionQA's scale, 0 to 1).",
+    "frobenius": "Frobenius norm of the difference between the humans' (survey-weighted) and the "
+    "personas' Pearson correlation matrices across questions, over respondents who answered every "
+    "question. Lower is better: the panel reproduces which answers go together.",
+    "alpha": "Cronbach's alpha of the panel's answers, its internal consistency across questions. The "
+    "paper counts higher as better; the humans' own alpha is on the lower-bound row.",
+    "wd_expected_raw": "Logprob runs: WD from each persona's exact option probabilities instead of its "
+    "one answer (no interval).",
+    "wd_expected_normalized": "The same divided by K-1.",
+}
+
+
+@dataclass(frozen=True)
+class PoolTrait:
+    """A canonical trait of the backstory pool on the survey's categories."""
+
+    trait: str
+    labels: tuple[str, ...]
+    persona_ids: pd.Index
+    probabilities: np.ndarray  # (personas, categories), renormalised
+    dropped: float  # mean mass on "Prefer not to answer", unmapped categories and non-compliance
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """Write ``report.html`` into the run directory and return its path."""
+    root = Path(run_dir)
+    load_run(root)  # a missing artifact is reported before any work
+    evaluation = read_evaluation(root) if is_current(root) else evaluate(root)
+    data = load_run(root)
+    comparisons = {
+        method: compare(
+            data.human_answers, data.persona_answers(method), data.n_options, human_weights=data.human_weights
+        )
+        for method in data.methods
+    }
+    pool = _pool_traits(data)
+    evaluated = data.manifest.get("stages", {}).get("evaluate", {})
+    html = _template().render(
+        overview=_overview(data),
+        evaluated=evaluated,
+        explanations=[(TABLE_COLUMNS[k][0], v) for k, v in EXPLANATIONS.items() if k in evaluation.table],
+        metrics=_metrics_table(evaluation.table),
+        agreement=_agreement_rows(evaluation),
+        methods=_method_summary(data),
+        questions=_questions(data, comparisons, evaluation),
+        correlations=_correlations(data, comparisons, evaluation),
+        color_scale=svg.color_scale(),
+        subgroups=_subgroups(evaluation, data.methods),
+        demographics=_demographics(data, pool),
+        samples=_samples(data, pool),
+        metadata=_metadata(data.manifest),
+    )
+    path = root / "report.html"
+    tmp = path.with_name(f".report.{os.getpid()}.tmp")
+    tmp.write_text(html, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _template() -> jinja2.Template:
+    text = resources.files("anthology.report").joinpath("template.html.j2").read_text(encoding="utf-8")
+    env = jinja2.Environment(
+        autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True
+    )
+    env.filters["num"] = _number
+    return env.from_string(text)
+
+
+def _number(value: Any, digits: int = 3) -> str:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return "–" if not np.isfinite(number) else f"{number:.{digits}f}"
+
+
+def _overview(data: RunData) -> dict[str, Any]:
+    weights = data.human_weights
+    stories = data.run.read("backstories") if data.run.has("backstories") else None
+    return {
+        "run": data.run.root.resolve().name,
+        "survey": data.survey.name,
+        "survey_title": data.survey.codebook.title,
+        "humans": len(data.humans),
+        "weighted": bool(len(weights) and not np.allclose(weights, weights[0])),
+        "questions": len(data.question_ids),
+        "methods": [method_label(m) for m in data.methods],
+        "backstories": int(stories["kept"].sum()) if stories is not None else None,
+        "model": data.manifest.get("model", {}).get("name", "unknown"),
+        "generated": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+    }
+
+
+def _metrics_table(table: pd.DataFrame) -> dict[str, Any]:
+    """Headings and rows of the paper's table, each cell with its interval and best mark."""
+    best = best_methods(table)
+    columns = [m for m in TABLE_COLUMNS if m in table]
+    rows = []
+    for row in table.to_dict("records"):
+        cells = []
+        for metric in columns:
+            low, high = row[f"{metric}_ci_low"], row[f"{metric}_ci_high"]
+            cells.append(
+                {
+                    "value": _number(row[metric]),
+                    "interval": "" if np.isnan(low) else f"[{_number(low)}, {_number(high)}]",
+                    "best": best.get(metric) == row["method"],
+                }
+            )
+        rows.append({"label": row["label"], "lower": row["method"] == LOWER_BOUND, "cells": cells})
+    headings = [
+        {"name": TABLE_COLUMNS[m][0], "better": "lower" if TABLE_COLUMNS[m][1] == "min" else "higher"}
+        for m in columns
+    ]
+    return {"headings": headings, "rows": rows}
+
+
+def _agreement_rows(evaluation: Evaluation) -> list[dict[str, Any]]:
+    return [
+        {"label": method_label(row["method"]), **{k: _number(v) for k, v in row.items() if k != "method"}}
+        for row in evaluation.agreement.to_dict("records")
+    ]
+
+
+def _method_summary(data: RunData) -> list[dict[str, Any]]:
+    """Per method: personas, answers, non-compliant answers and attempts."""
+    rows = []
+    for method, part in data.answers.groupby("method", sort=False):
+        missing = int(part["position"].isna().sum())
+        rows.append(
+            {
+                "order": data.methods.index(str(method)),
+                "label": method_label(str(method)),
+                "personas": part["respondent_id"].nunique(),
+                "answers": len(part),
+                "noncompliant": missing,
+                "share": f"{100 * missing / len(part):.1f}%",
+                "attempts": _number(part["attempts"].mean(), 2) if "attempts" in part else "–",
+            }
+        )
+    return sorted(rows, key=lambda r: r["order"])
+
+
+def _questions(
+    data: RunData, comparisons: dict[str, Comparison], evaluation: Evaluation
+) -> list[dict[str, Any]]:
+    """Per question, the humans' distribution above each method's, as stacked bars."""
+    first = next(iter(comparisons.values()))
+    floor = evaluation.per_question.drop_duplicates("question_id").set_index("question_id")
+    out = []
+    for j, question in enumerate(data.questionnaire.questions):
+        k = len(question.options)
+        rows = [
+            svg.StackRow(
+                f"Humans (n={len(data.humans)})",
+                first.human_distributions[j, :k],
+                f"split-half WD {_number(floor.loc[question.id, 'lower_bound_wd_raw'])}",
+                reference=True,
+            )
+        ]
+        rows += [
+            svg.StackRow(
+                method_label(method),
+                result.persona_distributions[j, :k],
+                f"WD {_number(result.wd_per_question_raw[j])}",
+            )
+            for method, result in comparisons.items()
+        ]
+        out.append(
+            {
+                "id": question.id,
+                "wording": question.wording,
+                "legend": list(zip(question.labels, svg.ordinal_colors(k), strict=True)),
+                "chart": svg.stacked_bars(rows, question.labels, f"Answers to {question.id}"),
+            }
+        )
+    return out
+
+
+def _correlations(
+    data: RunData, comparisons: dict[str, Comparison], evaluation: Evaluation
+) -> list[dict[str, Any]]:
+    labels = data.question_ids
+    first = next(iter(comparisons.values()))
+    table = evaluation.table.set_index("method")
+    humans = svg.heatmap(first.human_correlation, labels, "Humans")
+    maps = [{"title": "Humans", "note": "weighted Pearson", "chart": humans}]
+    for method, result in comparisons.items():
+        name = method_label(method)
+        maps.append(
+            {
+                "title": name,
+                "note": f"Fro. {_number(table.loc[method, 'frobenius'])}",
+                "chart": svg.heatmap(result.persona_correlation, labels, name),
+            }
+        )
+    return maps
+
+
+def _subgroups(evaluation: Evaluation, methods: tuple[str, ...]) -> dict[str, Any]:
+    """WD per subgroup (rows) and method (columns), with the subgroup's own lower bound."""
+    frame = evaluation.per_subgroup
+    if frame.empty:
+        return {"methods": [], "rows": []}
+    wide = frame.pivot_table(index=["trait", "group"], columns="method", values="wd_raw", sort=False)
+    info = frame.drop_duplicates(["trait", "group"]).set_index(["trait", "group"])
+    rows = []
+    for key, values in wide.reindex(columns=list(methods)).iterrows():
+        best = values.idxmin() if values.notna().any() else None
+        rows.append(
+            {
+                "trait": key[0],
+                "group": key[1],
+                "humans": int(info.loc[key, "n_humans"]),
+                "floor": _number(info.loc[key, "lower_bound_wd_raw"]),
+                "cells": [{"value": _number(values[m]), "best": m == best} for m in methods],
+            }
+        )
+    return {"methods": [method_label(m) for m in methods], "rows": rows}
+
+
+def _pool_traits(data: RunData) -> list[PoolTrait]:
+    """The canonical traits the survey maps, the humans carry and the demographic survey asked."""
+    if not data.run.has("demographics"):
+        return []
+    demographics = data.run.read("demographics")
+    persona_ids = pd.Index(demographics["persona_id"].unique())
+    out = []
+    for trait, survey_trait in data.survey.codebook.traits.items():
+        mapped = {label for c in survey_trait.categories for label in c.persona}
+        rows = demographics[demographics["trait"] == trait]
+        if not mapped or rows.empty or trait not in data.humans:
+            continue
+        kept = rows[rows["option"].isin(mapped - {DECLINE})].groupby("persona_id")["probability"].sum()
+        out.append(
+            PoolTrait(
+                trait=trait,
+                labels=survey_trait.labels,
+                persona_ids=persona_ids,
+                probabilities=persona_probabilities(demographics, trait, survey_trait, persona_ids),
+                dropped=float(1 - kept.reindex(persona_ids, fill_value=0.0).mean()),
+            )
+        )
+    return out
+
+
+def _demographics(data: RunData, pool: list[PoolTrait]) -> list[dict[str, Any]]:
+    """Per trait: the humans' weighted shares, the pool's mean probabilities and each matched panel's
+    most likely categories."""
+    matches = data.run.read("matches") if data.run.has("matches") else pd.DataFrame(columns=["method"])
+    out = []
+    for item in pool:
+        people = data.humans[item.trait].astype(object)
+        totals = pd.Series(data.human_weights).groupby(people.to_numpy()).sum()
+        humans = totals.reindex(list(item.labels), fill_value=0.0) / max(totals.sum(), 1e-300)
+        series = [
+            ("Humans", humans.to_numpy(), HUMANS_COLOR),
+            (f"Backstory pool (n={len(item.persona_ids)})", item.probabilities.mean(axis=0), POOL_COLOR),
+        ]
+        likeliest = item.probabilities.argmax(axis=1)
+        for matching in MATCHINGS:
+            chosen = matches.loc[matches["method"] == matching, "persona_id"]
+            if chosen.empty:
+                continue
+            index = item.persona_ids.get_indexer(chosen)
+            codes = likeliest[index[index >= 0]]
+            shares = np.bincount(codes, minlength=len(item.labels)) / max(len(codes), 1)
+            series.append((f"Matched, {matching}", shares, MATCHING_COLORS[matching]))
+        out.append(
+            {
+                "trait": item.trait,
+                "dropped": f"{100 * item.dropped:.1f}%",
+                "legend": [(name, color) for name, _, color in series],
+                "chart": svg.grouped_bars(item.labels, series, f"{item.trait}: humans, pool and panels"),
+            }
+        )
+    return out
+
+
+def _samples(data: RunData, pool: list[PoolTrait]) -> list[dict[str, Any]]:
+    """A few matched backstories with their human's demographics and the persona's likeliest ones."""
+    if not (data.run.has("matches") and data.run.has("backstories")):
+        return []
+    matches = data.run.read("matches")
+    matching = next((m for m in MATCHINGS if (matches["method"] == m).any()), None)
+    if matching is None:
+        return []
+    stories = data.run.read("backstories").set_index("persona_id")["text"]
+    humans = data.humans.set_index("respondent_id")
+    traits = [c for c in humans.columns if c != "weight" and c not in data.question_ids]
+    picked = matches[matches["method"] == matching].drop_duplicates("persona_id").head(SAMPLE_BACKSTORIES)
+    by_trait = {item.trait: item for item in pool}
+    out = []
+    for match in picked.itertuples(index=False):
+        rows = []
+        for trait in traits:
+            human = humans.at[match.respondent_id, trait]
+            row = {"trait": trait, "human": "–" if pd.isna(human) else human, "persona": "–", "agree": False}
+            item = by_trait.get(trait)
+            if item is not None and match.persona_id in item.persona_ids:
+                p = item.probabilities[item.persona_ids.get_loc(match.persona_id)]
+                likeliest = item.labels[int(p.argmax())]
+                row |= {"persona": f"{likeliest} ({p.max():.0%})", "agree": likeliest == human}
+            rows.append(row)
+        out.append(
+            {
+                "persona": match.persona_id,
+                "respondent": match.respondent_id,
+                "matching": matching,
+                "log_weight": _number(match.log_weight, 2),
+                "traits": rows,
+                "text": stories.get(match.persona_id, ""),
+            }
+        )
+    return out
+
+
+def _timestamp(seconds: float | None) -> str:
+    return dt.datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S") if seconds else "–"
+
+
+def _metadata(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The model, versions and, per stage, its time, seed, model calls and parameters."""
+    stages = []
+    for name, info in manifest.get("stages", {}).items():
+        calls = info.get("model_calls", {})
+        params = {k: v for k, v in info.items() if k not in ("finished_at", "seconds", "seed", "model_calls")}
+        stages.append(
+            {
+                "name": name,
+                "finished": _timestamp(info.get("finished_at")),
+                "seconds": _number(info.get("seconds"), 1),
+                "seed": info.get("seed", "–"),
+                **{
+                    key: f"{calls[field]:,}" if field in calls else "–"
+                    for key, field in (
+                        ("calls", "calls"),
+                        ("hits", "cache_hits"),
+                        ("computed", "computed"),
+                        ("prompt_tokens", "prompt_tokens"),
+                        ("completion_tokens", "completion_tokens"),
+                    )
+                },
+                "params": json.dumps(params, indent=2, default=str),
+            }
+        )
+    model = manifest.get("model", {})
+    return {
+        "model": model.get("name", "unknown"),
+        "identity": json.dumps(model.get("identity", {}), indent=2, default=str),
+        "versions": manifest.get("versions", {}),
+        "stages": stages,
+    }

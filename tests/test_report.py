@@ -1,0 +1,140 @@
+"""``anthology report``: one self-contained HTML page that escapes model-written text, checked as text
+and in headless Chromium (Debian's ``chromium`` and ``chromium-driver``, installed by ``make setup``)."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from test_evaluate import IMAGE, SCRIPT, make_run
+
+from anthology.cli import app
+from anthology.evaluation import evaluate
+from anthology.report import write_report
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+MODEL = '<b onmouseover="alert(2)">model</b>'
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> Path:
+    root = make_run(tmp_path_factory.mktemp("report") / "run", weighted=True, model=MODEL)
+    evaluate(root, n_splits=10, n_resamples=50)
+    return write_report(root)
+
+
+def test_report_is_written_with_every_section(report):
+    html = report.read_text(encoding="utf-8")
+    assert report.name == "report.html"
+    for section in (
+        "metrics",
+        "questions",
+        "correlations",
+        "subgroups",
+        "demographics",
+        "backstories",
+        "metadata",
+    ):
+        assert f'<section id="{section}">' in html
+    for text in ("Anthology (greedy)", "Human lower bound", "natspac", "Backstory pool", "Matched, greedy"):
+        assert text in html
+    assert "Cache hits" in html and "1,234" in html  # run metadata: model calls and tokens
+
+
+def test_report_is_self_contained(report):
+    html = report.read_text(encoding="utf-8")
+    external = re.findall(r"""(?:src|href|action|poster|srcset)\s*=\s*["']?\s*(?:https?:)?//""", html, re.I)
+    assert external == []
+    assert "<link" not in html and "@import" not in html and "url(" not in html
+    assert "<script" not in html.lower()  # no scripts at all, so none from a CDN
+
+
+def test_model_written_text_is_escaped(report):
+    html = report.read_text(encoding="utf-8")
+    for raw in (SCRIPT, IMAGE, MODEL):
+        assert raw not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "&lt;b onmouseover=&#34;alert(2)&#34;&gt;model&lt;/b&gt;" in html
+
+
+def test_report_command_evaluates_when_metrics_are_missing(tmp_path):
+    root = make_run(tmp_path / "run")
+    result = CliRunner().invoke(app, ["report", str(root)])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == str(root / "report.html")
+    assert (root / "metrics.csv").exists() and (root / "report.html").exists()
+    (root / "humans.parquet").unlink()
+    missing = CliRunner().invoke(app, ["report", str(root)])
+    assert (
+        missing.exit_code == 2 and "humans.parquet" in missing.output and "anthology match" in missing.output
+    )
+
+
+def _chromium(tmp_path: Path):
+    """A headless Chromium driven by selenium; skipped where it is missing, except in CI."""
+    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        missing.append("selenium")
+    if missing:
+        message = f"the browser test needs {', '.join(missing)}: run `make setup`"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1280,2000",
+    ):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+
+
+def test_report_renders_in_chromium(report, tmp_path):
+    driver = _chromium(tmp_path)
+    try:
+        driver.get(report.as_uri())
+        assert driver.execute_script("return document.readyState") == "complete"
+        errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
+        assert errors == []
+        charts = driver.execute_script(
+            """
+            const svgs = [...document.querySelectorAll('svg')];
+            const visible = r => { const b = r.getBoundingClientRect(); return b.width > 0 && b.height > 0; };
+            const drawn = (s, kind) => [...s.querySelectorAll('rect.' + kind)].filter(visible).length;
+            return {
+                svgs: svgs.length,
+                bars: svgs.filter(s => drawn(s, 'bar') > 0).length,
+                heatmaps: svgs.filter(s => drawn(s, 'cell') > 0).length,
+                scripts: document.scripts.length,
+                story: [...document.querySelectorAll('.backstory')].map(b => b.textContent).join(' '),
+                best: document.querySelectorAll('#metrics-table td.best').length,
+                floor: document.querySelectorAll('#metrics-table tr.floor').length,
+            };
+            """
+        )
+        # 18 question charts and the demographic charts have bars; humans + 4 panels have heatmaps.
+        assert charts["bars"] >= 18 + 5
+        assert charts["heatmaps"] >= 5
+        assert charts["scripts"] == 0
+        assert SCRIPT in charts["story"] and IMAGE in charts["story"]  # shown as text, not run
+        assert charts["best"] >= 4 and charts["floor"] == 1
+    finally:
+        driver.quit()
