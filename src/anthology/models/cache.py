@@ -507,20 +507,24 @@ class CachedModel:
         self.stats.hits += total_units - len(scheduled)
         self.stats.misses += len(scheduled)
 
-        # contiguous runs of missing samples, packed into chunks of at most chunk_size samples
+        # Chunk boundaries are laid over all units, cached or not, and only the missing ones of each
+        # chunk are sent: a run resumed after a kill sends the backend exactly the batches the
+        # uninterrupted run did, so batch-dependent float noise cannot change a sampled token.
+        missing_of = dict(todo)
         chunks: list[list[tuple[int, GenerateRequest]]] = []
         current: list[tuple[int, GenerateRequest]] = []
         size = 0
-        for i, missing in todo:
-            for start, length in _runs(missing, self.chunk_size):
+        for i, r in enumerate(requests):
+            for start, length in _runs(range(r.first_sample, r.first_sample + r.n), self.chunk_size):
                 if current and size + length > self.chunk_size:
                     chunks.append(current)
                     current, size = [], 0
-                sub = _replace_samples(requests[i], n=length, first_sample=start)
-                current.append((i, sub))
+                wanted = [k for k in missing_of.get(i, ()) if start <= k < start + length]
+                for sub_start, sub_length in _runs(wanted, self.chunk_size):
+                    current.append((i, _replace_samples(requests[i], n=sub_length, first_sample=sub_start)))
                 size += length
-        if current:
-            chunks.append(current)
+        chunks.append(current)
+        chunks = [chunk for chunk in chunks if chunk]
 
         with _Progress(self._description("generate"), total_units) as bar:
             bar.advance(total_units - len(scheduled))
@@ -611,11 +615,15 @@ class CachedModel:
         self.stats.hits += len(requests) - len(todo)
         self.stats.misses += len(todo)
 
-        pending = list(todo.items())
+        # As for generation, chunks are laid over all distinct requests so a resumed run scores
+        # the same batches (and shares the same prefixes) as an uninterrupted one.
+        distinct = list(dict.fromkeys(keys))
         with _Progress(self._description("score"), len(requests)) as bar:
             bar.advance(sum(1 for k in keys if k in found))  # cache hits
-            for start in range(0, len(pending), self.chunk_size):
-                chunk = pending[start : start + self.chunk_size]
+            for start in range(0, len(distinct), self.chunk_size):
+                chunk = [(k, todo[k]) for k in distinct[start : start + self.chunk_size] if k in todo]
+                if not chunk:
+                    continue
                 self._score_chunk(chunk, identity, found)
                 done = {k for k, _ in chunk}  # duplicates complete with their original
                 bar.advance(sum(1 for k in keys if k in done))
