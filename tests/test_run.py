@@ -146,3 +146,11 @@ def test_logprob_mode_needs_a_backend_with_logprobs():
 
     with pytest.raises(CapabilityError, match="no log-probabilities"):
         check_capabilities(NoLogprobs(), RunConfig())
+
+
+@pytest.mark.parametrize("example", sorted((Path(__file__).parents[1] / "examples").glob("*.yaml")))
+def test_example_configs_are_valid(example):
+    from anthology.config import load_config
+
+    config = load_config(example)
+    assert config.out.startswith("runs/")

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -104,6 +104,7 @@ class RunData:
     survey: Survey
     humans: pd.DataFrame
     answers: pd.DataFrame
+    _frames: dict[str, pd.DataFrame] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def questionnaire(self) -> Questionnaire:
@@ -129,7 +130,7 @@ class RunData:
     @cached_property
     def methods(self) -> tuple[str, ...]:
         """The methods with answers, in the paper's order (unknown ones last)."""
-        present = list(dict.fromkeys(self.answers["method"]))
+        present = self.answers["method"].unique().tolist()
         order = list(METHOD_LABELS)
         return tuple(sorted(present, key=lambda m: (order.index(m) if m in order else len(order), m)))
 
@@ -141,9 +142,11 @@ class RunData:
     def persona_frame(self, method: str) -> pd.DataFrame:
         """One row per respondent the method answered for (index ``respondent_id``), one column of
         positions per question."""
-        rows = self.answers[self.answers["method"] == method]
-        wide = rows.pivot(index="respondent_id", columns="question_id", values="position")
-        return wide.reindex(columns=self.question_ids)
+        if method not in self._frames:
+            rows = self.answers[self.answers["method"] == method]
+            wide = rows.pivot(index="respondent_id", columns="question_id", values="position")
+            self._frames[method] = wide.reindex(columns=self.question_ids)
+        return self._frames[method]
 
     def persona_answers(self, method: str) -> np.ndarray:
         return answers_from_frame(self.persona_frame(method))
@@ -161,10 +164,9 @@ class RunData:
             return None
         index = self.persona_frame(method).index
         out = np.full((len(index), len(self.question_ids), int(self.n_options.max())), np.nan)
-        for j, qid in enumerate(self.question_ids):
-            part = rows[rows["question_id"] == qid]
-            if part.empty:
-                continue
+        column = {qid: j for j, qid in enumerate(self.question_ids)}
+        for qid, part in rows[rows["question_id"].isin(column)].groupby("question_id", sort=False):
+            j = column[qid]
             where = index.get_indexer(part["respondent_id"])
             out[where, j, :] = 0.0
             out[where, j, : self.n_options[j]] = np.stack(part["probabilities"].to_numpy())

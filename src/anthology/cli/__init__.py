@@ -9,6 +9,7 @@ import click
 from anthology import __version__
 from anthology.cli.evaluate import evaluate, report
 from anthology.cli.models import models
+from anthology.cli.run import run
 from anthology.cli.stages import ask, backstories, demographics, match
 from anthology.cli.surveys import surveys
 from anthology.errors import AnthologyError
@@ -40,7 +41,7 @@ def app() -> None:
 
 app.add_command(models)
 app.add_command(surveys)
-for command in (backstories, demographics, match, ask, evaluate, report):
+for command in (run, backstories, demographics, match, ask, evaluate, report):
     app.add_command(command)
 
 

@@ -38,10 +38,15 @@ def evaluate(run_dir: Path, splits: int, resamples: int, seed: int) -> None:
     from anthology.evaluation import evaluate as run_evaluation
 
     result = run_evaluation(run_dir, n_splits=splits, n_resamples=resamples, seed=seed)
+    print_evaluation(result, splits)
+    Console().print(f"[dim]wrote {', '.join(FILES.values())} in {run_dir}[/dim]")
+
+
+def print_evaluation(result, splits: int) -> None:  # result: anthology.evaluation.Evaluation
+    """The paper-style table with intervals, then human-persona agreement."""
     console = Console()
     console.print(_paper_table(result.table, splits))
     console.print(_agreement_table(result.agreement))
-    console.print(f"[dim]wrote {', '.join(FILES.values())} in {run_dir}[/dim]")
 
 
 @click.command()

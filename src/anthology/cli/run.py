@@ -60,11 +60,11 @@ def run(config_file: Path | None, dry_run: bool, chat: bool | None, **flags: Any
     run_dir = run_study(config, console=console, dry_run=dry_run, open_model=_open)
     if dry_run:
         return
-    out = Console()
-    from anthology.evaluation import load_table, render_table
+    from anthology.cli.evaluate import print_evaluation
+    from anthology.evaluation import read_evaluation
 
-    out.print(render_table(load_table(run_dir.root)))
-    out.print(f"report: {run_dir.root / 'report.html'}")
+    print_evaluation(read_evaluation(run_dir.root), config.evaluate.splits)
+    Console().print(f"report: {run_dir.root / 'report.html'}")
 
 
 def _open(config, run):  # the study's model factory

@@ -58,7 +58,8 @@ def persona_probabilities(
         index="persona_id", columns="option", values="probability", aggfunc="sum", observed=True
     )
     wide = wide.reindex(index=list(persona_ids), columns=list(canonical)).fillna(0.0)
-    missing = [p for p in persona_ids if p not in set(rows["persona_id"])]
+    answered = set(rows["persona_id"])
+    missing = [p for p in persona_ids if p not in answered]
     if missing:
         raise ConfigError(
             f"no {trait!r} answers for {len(missing)} persona(s) (e.g. {missing[0]!r}); "

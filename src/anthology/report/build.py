@@ -86,9 +86,9 @@ class PoolTrait:
 def write_report(run_dir: str | Path) -> Path:
     """Write ``report.html`` into the run directory and return its path."""
     root = Path(run_dir)
-    load_run(root)  # a missing artifact is reported before any work
+    data = load_run(root)  # a missing artifact is reported before any work
     evaluation = read_evaluation(root) if is_current(root) else evaluate(root)
-    data = load_run(root)
+    manifest = data.run.manifest()  # with the evaluate stage
     comparisons = {
         method: compare(
             data.human_answers, data.persona_answers(method), data.n_options, human_weights=data.human_weights
@@ -96,10 +96,9 @@ def write_report(run_dir: str | Path) -> Path:
         for method in data.methods
     }
     pool = _pool_traits(data)
-    evaluated = data.manifest.get("stages", {}).get("evaluate", {})
     html = _template().render(
         overview=_overview(data),
-        evaluated=evaluated,
+        evaluated=manifest.get("stages", {}).get("evaluate", {}),
         explanations=[(TABLE_COLUMNS[k][0], v) for k, v in EXPLANATIONS.items() if k in evaluation.table],
         metrics=_metrics_table(evaluation.table),
         agreement=_agreement_rows(evaluation),
@@ -110,7 +109,7 @@ def write_report(run_dir: str | Path) -> Path:
         subgroups=_subgroups(evaluation, data.methods),
         demographics=_demographics(data, pool),
         samples=_samples(data, pool),
-        metadata=_metadata(data.manifest),
+        metadata=_metadata(manifest),
     )
     path = root / "report.html"
     tmp = path.with_name(f".report.{os.getpid()}.tmp")
@@ -124,7 +123,6 @@ def _template() -> jinja2.Template:
     env = jinja2.Environment(
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True
     )
-    env.filters["num"] = _number
     return env.from_string(text)
 
 
@@ -146,7 +144,6 @@ def _overview(data: RunData) -> dict[str, Any]:
         "humans": len(data.humans),
         "weighted": bool(len(weights) and not np.allclose(weights, weights[0])),
         "questions": len(data.question_ids),
-        "methods": [method_label(m) for m in data.methods],
         "backstories": int(stories["kept"].sum()) if stories is not None else None,
         "model": data.manifest.get("model", {}).get("name", "unknown"),
         "generated": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
@@ -197,7 +194,7 @@ def _method_summary(data: RunData) -> list[dict[str, Any]]:
                 "answers": len(part),
                 "noncompliant": missing,
                 "share": f"{100 * missing / len(part):.1f}%",
-                "attempts": _number(part["attempts"].mean(), 2) if "attempts" in part else "–",
+                "attempts": _number(part["attempts"].mean(), 2),
             }
         )
     return sorted(rows, key=lambda r: r["order"])
