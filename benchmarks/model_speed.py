@@ -113,35 +113,17 @@ SHAPES = {
 def random_model(shape: str, device: str, dtype: str):
     """A random-weight Llama of a named shape with a tokenizer trained on the benchmark's sentences."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     from anthology.models.hf import HFModel
+    from anthology.models.testing import byte_bpe_tokenizer, random_llama
 
     rng = random.Random(1)
     corpus = [t.format(**{k: rng.choice(v) for k, v in FILL.items()}) for t in SENTENCES * 50]
-    corpus += [question(t) for t in TOPICS]
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=2000,
-        special_tokens=["<s>", "</s>", "<pad>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    bpe.train_from_iterator(corpus, trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
-    )
-    config = LlamaConfig(
-        **SHAPES[shape], max_position_embeddings=8192, bos_token_id=0, eos_token_id=1, pad_token_id=2
-    )
-    target = torch.device(
-        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
-    )
-    torch.manual_seed(0)
+    tokenizer = byte_bpe_tokenizer(corpus + [question(t) for t in TOPICS], vocab_size=2000)
+    target = torch.device(device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     with target:
-        model = LlamaForCausalLM(config).to(torch.bfloat16 if target.type == "cuda" else torch.float32)
+        model = random_llama(tokenizer, **SHAPES[shape])
+    model = model.to(torch.bfloat16 if target.type == "cuda" else torch.float32)
     return HFModel(
         f"random-{shape}",
         model=model,

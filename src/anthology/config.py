@@ -16,6 +16,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from anthology.errors import ConfigError
 
+#: Every persona a study can ask: the three matchings of Anthology personas, then the baselines.
+ASK_METHODS = (
+    "anthology-greedy",
+    "anthology-max-weight",
+    "anthology-random",
+    "qa",
+    "bio",
+    "portray",
+    "nothing",
+    "dp",
+)
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -61,16 +73,7 @@ class MatchingSection(_Section):
 
 
 class AskSection(_Section):
-    methods: tuple[str, ...] = (
-        "anthology-greedy",
-        "anthology-max-weight",
-        "anthology-random",
-        "qa",
-        "bio",
-        "portray",
-        "nothing",
-        "dp",
-    )
+    methods: tuple[str, ...] = ASK_METHODS
     context: Literal["sequential", "independent"] = "independent"
     mode: Literal["sample", "logprob"] = "logprob"
     append: Literal["qa", "bio"] | None = None

@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from anthology.config import ASK_METHODS
 from anthology.errors import ConfigError
 from anthology.method.answering import AskConfig, compliance
 from anthology.method.answering import ask as ask_panel
@@ -24,7 +25,6 @@ from anthology.store import RunDir
 from anthology.surveys import Survey, load_survey
 
 ANTHOLOGY_METHODS = tuple(f"anthology-{m}" for m in METHODS)
-ALL_METHODS = (*ANTHOLOGY_METHODS, *BASELINES, "dp")
 
 
 def backstories(
@@ -102,9 +102,9 @@ def run_survey(run: RunDir) -> Survey:
 
 
 def check_methods(methods: tuple[str, ...]) -> None:
-    unknown = [m for m in methods if m not in ALL_METHODS]
+    unknown = [m for m in methods if m not in ASK_METHODS]
     if unknown:
-        raise ConfigError(f"unknown method {unknown[0]!r}: choose from {', '.join(ALL_METHODS)}")
+        raise ConfigError(f"unknown method {unknown[0]!r}: choose from {', '.join(ASK_METHODS)}")
 
 
 def ask(

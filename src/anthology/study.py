@@ -361,10 +361,10 @@ def _execute(study: Plan, run: RunDir, model: CachedModel, console: Console) -> 
 def _evaluate(run: RunDir, config: RunConfig) -> dict[str, Any]:
     from anthology.evaluation import evaluate
 
-    evaluation = evaluate(
+    evaluate(
         run.root, n_splits=config.evaluate.splits, n_resamples=config.evaluate.resamples, seed=config.seed
     )
-    return {"metrics": str(run.root / "metrics.csv"), "rows": len(evaluation.table)}
+    return run.manifest()["stages"]["evaluate"]  # what evaluate() recorded: seed, splits, resamples
 
 
 def _report(run: RunDir) -> Path:

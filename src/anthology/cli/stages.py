@@ -12,18 +12,9 @@ from rich.console import Console
 from rich.table import Table
 
 from anthology.cli.common import model_options, open_model
+from anthology.config import ASK_METHODS
 
 DEFAULT_MODEL = "gemma3-270m"
-ALL_METHODS = (
-    "anthology-greedy",
-    "anthology-max-weight",
-    "anthology-random",
-    "qa",
-    "bio",
-    "portray",
-    "nothing",
-    "dp",
-)
 run_dir_argument = click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 seed_option = click.option(
     "--seed", type=int, default=0, show_default=True, help="Seed of every random step."
@@ -264,7 +255,7 @@ def match(
 @run_dir_argument
 @click.option(
     "--methods",
-    default=",".join(ALL_METHODS),
+    default=",".join(ASK_METHODS),
     show_default=True,
     help="Comma-separated personas to ask: anthology-greedy, anthology-max-weight, "
     "anthology-random, qa, bio, portray, nothing, dp.",
