@@ -180,13 +180,13 @@ def test_logprob_sequential_appends_the_drawn_letter(style):
     if style == "completion":
         assert first.context == f"{STORY}\n\n{BLOCK1}"
         assert second.context == f"{STORY}\n\n{BLOCK1} (A)\n\n{BLOCK2}"
-        assert first.options == (" (A", " (B", " (C")
+        assert first.options == (" (A", " (B", " (C", " A", " B", " C")
     else:
         assert second.context[-2:] == (
             {"role": "assistant", "content": "(A)"},
             {"role": "user", "content": BLOCK2},
         )
-        assert first.options == ("(A", "(B", "(C")
+        assert first.options == ("(A", "(B", "(C", "A", "B", "C")
     assert answers["position"].tolist() == [1, 1]
     assert answers["text"].isna().all() and answers["attempts"].eq(1).all()
 

@@ -148,7 +148,7 @@ class ScriptedModel:
         out = []
         for r in requests:
             best = self._letter(r.context)
-            logprobs = tuple(np.log(0.9) if i == best else np.log(0.01) for i in range(len(r.options)))
+            logprobs = tuple(np.log(0.9) if i == best else np.log(0.005) for i in range(len(r.options)))
             out.append(ScoreResult(logprobs, float(np.exp(logprobs).sum())))
         return out
 
@@ -195,7 +195,11 @@ def test_demographics_sample_and_logprob_agree_on_a_known_answer():
     # The party order was swapped for some personas and mapped back for all.
     assert 0 < sum(swapped(3, f"p{i}") for i in range(6)) < 6
     assert sampled["noncompliant"].max() == 0.0
-    assert scored["noncompliant"].max() == pytest.approx(1 - 0.9 - 0.01 * 3, abs=0.02)
+    # The scripted model puts 0.9 on " (X" of the answer and 0.005 on each of the other 2K - 1 forms.
+    options = scored.groupby("trait")["option"].count() / scored["persona_id"].nunique()
+    expected = 1 - 0.9 - 0.005 * (2 * options - 1)
+    got = scored.groupby("trait")["noncompliant"].first()
+    assert got.to_dict() == pytest.approx(expected.to_dict())
     table = agreement(sampled, scored)
     assert (table["top_agreement"] == 1.0).all()
 

@@ -275,7 +275,8 @@ def _score(model: LanguageModel, jobs: Sequence[_Job]) -> list[_Reply]:
     requests = [ScoreRequest(j.prompt, continuations(j.prompt, len(j.asked))) for j in jobs]
     replies = []
     for job, result in zip(jobs, model.score(requests), strict=True):
-        asked = result.probabilities()
+        masses = prompts.option_masses(result.logprobs, len(job.asked))
+        asked = [m / sum(masses) for m in masses]
         canonical = asked[::-1] if job.reversed else asked
         cumulative = np.cumsum(canonical)
         drawn = int(np.searchsorted(cumulative, _uniform(*job.key, "draw") * cumulative[-1], side="right"))
@@ -286,7 +287,7 @@ def _score(model: LanguageModel, jobs: Sequence[_Job]) -> list[_Reply]:
                 position,
                 prompts.chosen(asked_index).strip(),
                 probabilities=[float(p) for p in canonical],
-                coverage=float(result.coverage),
+                coverage=float(sum(masses)),
             )
         )
     return replies

@@ -172,7 +172,7 @@ def _judge(model: LanguageModel, texts: list[str]) -> list[bool]:
     """An LLM judge: P(Yes) >= 0.5 on a yes/no question after the text."""
     block = prompts.multiple_choice(JUDGE_QUESTION, ("Yes", "No"))
     scored = model.score([ScoreRequest(f"{t}\n\n{block}", prompts.option_continuations(2)) for t in texts])
-    return [r.probabilities()[0] >= 0.5 for r in scored]
+    return [yes >= no for yes, no in (prompts.option_masses(r.logprobs, 2) for r in scored)]
 
 
 def summary(frame: pd.DataFrame) -> dict[str, object]:

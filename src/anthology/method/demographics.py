@@ -65,9 +65,8 @@ def question_prompt(context: Prompt, block: str) -> Prompt:
 
 
 def continuations(context: Prompt, n_options: int) -> tuple[str, ...]:
-    """Scored option continuations: `` (A`` after a completion prompt, ``(A`` opening a chat answer."""
-    options = prompts.option_continuations(n_options)
-    return options if isinstance(context, str) else tuple(o.lstrip() for o in options)
+    """Scored option continuations for a prompt: both answer forms, as a completion or a chat answer."""
+    return prompts.option_continuations(n_options, chat=not isinstance(context, str))
 
 
 def survey_demographics(
@@ -94,7 +93,10 @@ def survey_demographics(
             )
     if config.mode == "logprob":
         requests = [ScoreRequest(p, continuations(p, len(opts))) for _, _, p, opts, _ in jobs]
-        masses = [np.exp(np.array(r.logprobs)) for r in model.score(requests)]
+        masses = [
+            np.array(prompts.option_masses(r.logprobs, len(opts)))
+            for r, (_, _, _, opts, _) in zip(model.score(requests), jobs, strict=True)
+        ]
     else:
         requests = [
             GenerateRequest(

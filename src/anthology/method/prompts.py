@@ -16,6 +16,7 @@ Chat style sends the same questions as user turns and the answers as assistant t
 
 from __future__ import annotations
 
+import math
 import string
 from collections.abc import Sequence
 
@@ -88,10 +89,20 @@ def multiple_choice(question: str, options: Sequence[str], instruction: str | No
     return "\n".join(lines)
 
 
-def option_continuations(n_options: int) -> tuple[str, ...]:
-    """What the model writes after ``Answer:`` to pick an option, as scored in log-prob mode: `` (A``,
-    `` (B``... (the closing parenthesis adds nothing and would cost a scoring row per option)."""
-    return tuple(f" ({LETTERS[i]}" for i in range(n_options))
+def option_continuations(n_options: int, chat: bool = False) -> tuple[str, ...]:
+    """The ways a model picks option k after ``Answer:``, as scored in log-prob mode: `` (A`` and `` A``
+    for each option, in that order (without the leading space when a chat answer starts). Sampled
+    answers are parsed the same way, by letter with or without the parenthesis; the closing
+    parenthesis adds nothing and would cost a scoring row per option."""
+    space = "" if chat else " "
+    return tuple(f"{space}({LETTERS[i]}" for i in range(n_options)) + tuple(
+        f"{space}{LETTERS[i]}" for i in range(n_options)
+    )
+
+
+def option_masses(logprobs: Sequence[float], n_options: int) -> list[float]:
+    """Each option's probability mass: the sum over its forms in :func:`option_continuations`."""
+    return [math.exp(logprobs[i]) + math.exp(logprobs[n_options + i]) for i in range(n_options)]
 
 
 def chosen(letter_index: int) -> str:
