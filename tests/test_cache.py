@@ -425,7 +425,7 @@ def test_schema_pragmas_and_migrations(tmp_path, monkeypatch):
     when = raw.execute("SELECT applied_at FROM _migrations").fetchall()
     cols = [r[1] for r in raw.execute("PRAGMA table_info(responses)")]
     raw.close()
-    assert names == ["m001_initial", "m999_test"]
+    assert names == ["m001_initial", "m002_prompts", "m999_test"]
     assert cols == [
         "key", "kind", "model", "request", "response", "created_at", "duration_s",
         "prompt_tokens", "completion_tokens",
@@ -454,6 +454,23 @@ def test_rows_hold_identity_request_and_response(db):
     assert '"sample":1' in request and '"temperature":0.5' in request and '"seed":8' in request
     assert '"text":"s1-' in response and ptok == 3 and ctok == 2
     assert created > 0 and duration is not None
+
+
+def test_a_prompt_is_stored_once_and_restored(db):
+    long_prompt = "My life story. " * 200
+    model = CachedModel(FakeModel(), db)
+    model.generate([GenerateRequest(long_prompt, n=40, seed=1)])
+    model.score([ScoreRequest(long_prompt, (" A", " B"))])
+    raw = sqlite3.connect(db.path)
+    stored = raw.execute("SELECT prompt FROM prompts").fetchall()
+    requests = [r for (r,) in raw.execute("SELECT request FROM responses")]
+    keys = [k for (k,) in raw.execute("SELECT key FROM responses WHERE kind = 'generate' LIMIT 1")]
+    raw.close()
+    assert len(stored) == 1 and len(requests) == 41
+    assert all("My life story" not in r for r in requests)
+    restored = db.request(keys[0])
+    assert restored["prompt"] == long_prompt and restored["seed"] == 1
+    assert db.request("v1:missing") is None
 
 
 def test_get_many_chunks_large_lookups(db):

@@ -61,6 +61,7 @@ __all__ = [
 Kind = Literal["generate", "score"]
 
 KEY_VERSION = "v1"
+_PROMPT_FIELDS = frozenset({"prompt", "context"})  # request fields kept once in the prompts table
 IN_CHUNK = 500  # keys per "IN (...)" lookup, well under SQLite's variable limit
 BUSY_TIMEOUT_MS = 30_000
 
@@ -201,6 +202,13 @@ def m001_initial(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX responses_kind ON responses (kind)")
 
 
+@migration
+def m002_prompts(db: sqlite3.Connection) -> None:
+    """Prompts stored once: a backstory asked 8 questions x 40 samples is one prompts row, not 320
+    copies inside ``responses.request`` (which keeps its ``prompt_sha256``)."""
+    db.execute("CREATE TABLE prompts (sha256 TEXT PRIMARY KEY, prompt TEXT NOT NULL)")
+
+
 def _apply_migrations(db: sqlite3.Connection, migrations: Sequence[tuple[str, Migration]]) -> None:
     """Apply the migrations not yet recorded in ``_migrations``. Each runs in its own immediate
     transaction, so two processes opening a new file at once do not both apply it."""
@@ -296,6 +304,7 @@ class ResponseCache:
         now = time.time()
         checked: set[str] = set()
         values = []
+        prompts: dict[str, str] = {}
         for row in rows:
             if row.kind not in ("generate", "score"):
                 raise ValueError(f"unknown cache row kind {row.kind!r}")
@@ -303,12 +312,18 @@ class ResponseCache:
             if model_json not in checked:
                 check_no_secrets(row.model)
                 checked.add(model_json)
+            request = dict(row.request)
+            for field_name in _PROMPT_FIELDS & request.keys():
+                text = canonical_json(request.pop(field_name))
+                sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
+                prompts[sha] = text
+                request[f"{field_name}_sha256"] = sha
             values.append(
                 (
                     row.key,
                     row.kind,
                     model_json,
-                    canonical_json(dict(row.request)),
+                    canonical_json(request),
                     canonical_json(dict(row.response)),
                     now,
                     row.duration_s,
@@ -322,6 +337,10 @@ class ResponseCache:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.executemany(
+                    "INSERT INTO prompts (sha256, prompt) VALUES (?, ?) ON CONFLICT (sha256) DO NOTHING",
+                    list(prompts.items()),
+                )
+                self._db.executemany(
                     "INSERT INTO responses (key, kind, model, request, response, created_at, "
                     "duration_s, prompt_tokens, completion_tokens) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
@@ -332,6 +351,20 @@ class ResponseCache:
                 self._db.execute("ROLLBACK")
                 raise
         return len(values)
+
+    def request(self, key: str) -> dict[str, Any] | None:
+        """The stored request of ``key`` with its prompt (or context) restored, for provenance."""
+        with self._lock:
+            row = self._db.execute("SELECT request FROM responses WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                return None
+            request = json.loads(row[0])
+            for field_name in _PROMPT_FIELDS:
+                sha = request.pop(f"{field_name}_sha256", None)
+                if sha is not None:
+                    text = self._db.execute("SELECT prompt FROM prompts WHERE sha256 = ?", (sha,)).fetchone()
+                    request[field_name] = json.loads(text[0])
+        return request
 
     # -- lifetime
 
