@@ -171,7 +171,8 @@ class HFModel:
         # Longest prompts first: an out-of-memory error shows at once, and batches pad little.
         rows.sort(key=lambda row: -len(prompts[row.prompt]))
         samples: list[Sample | None] = [None] * len(rows)
-        for batch in self._batches(rows, lambda row: len(prompts[row.prompt]) + row.max_tokens):
+        budget = self._kv_token_budget()
+        for batch in self._batches(rows, lambda row: len(prompts[row.prompt]) + row.max_tokens, budget):
             for row, sample in zip(batch, self._generate_batch(batch, prompts), strict=True):
                 samples[row.unit] = sample
         per_request: list[list[Sample]] = [[] for _ in requests]
@@ -256,16 +257,30 @@ class HFModel:
 
     # -- batching ------------------------------------------------------------------------------
 
-    def _batches(self, items: list[Any], cost) -> list[list[Any]]:
-        """Split items (already sorted longest first) into batches within the row and token budgets."""
+    def _kv_token_budget(self) -> int:
+        """Tokens of KV cache a generation batch may hold: decoding is memory-bound, so batches are
+        as wide as memory allows (half the free GPU memory, or 4 GiB on the CPU)."""
+        config = self.model.config
+        layers = getattr(config, "num_hidden_layers", 1)
+        heads = getattr(config, "num_key_value_heads", None) or getattr(config, "num_attention_heads", 1)
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        per_token = 2 * layers * heads * head_dim * torch.finfo(self.dtype).bits // 8
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            memory = free // 2
+        else:
+            memory = 4 << 30
+        return max(1, memory // per_token)
+
+    def _batches(self, items: list[Any], cost, budget: int) -> list[list[Any]]:
+        """Split items (already sorted longest first) into batches of at most ``batch_size`` rows and
+        ``budget`` padded tokens."""
         batches: list[list[Any]] = []
         current: list[Any] = []
         width = 0
         for item in items:
             new_width = max(width, cost(item))
-            if current and (
-                len(current) >= self.batch_size or new_width * (len(current) + 1) > self.batch_tokens
-            ):
+            if current and (len(current) >= self.batch_size or new_width * (len(current) + 1) > budget):
                 batches.append(current)
                 current, new_width = [], cost(item)
             current.append(item)
@@ -395,7 +410,7 @@ class HFModel:
                 out = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1)
                 cache = _kv_cache(out)
             members = sorted(members, key=lambda i: -len(rows[i]))
-            for batch in self._batches(members, lambda i, p=prefix_len: len(rows[i]) - p):
+            for batch in self._batches(members, lambda i, p=prefix_len: len(rows[i]) - p, self.batch_tokens):
                 self._score_batch(batch, rows, needs, prefix_len, cache, found)
         return found
 
