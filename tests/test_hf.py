@@ -209,3 +209,18 @@ def test_sampler_follows_softmax_and_top_p():
     assert set(_sample(many, ones * 0, ones, seeds, step=3).tolist()) == {0}
     alone = _sample(logits, ones[:1], ones[:1], seeds[5:6], step=3)
     assert alone.item() == _sample(many, ones, ones, seeds, step=3)[5].item()
+
+
+def test_option_rows_that_prefix_another_are_read_off_it(tiny_model, tiny_parts):
+    model, tokenizer = tiny_parts
+    context = BACKSTORIES[0] + QUESTIONS[0]
+    # " (" is one token here: its row is the context alone, a prefix of the " (A" rows (context + " (").
+    options = (" (A", " (B", " (C", " (")
+    assert len(tokenizer(" (", add_special_tokens=False)["input_ids"]) == 1
+    tokens = _count_tokens(tiny_model.model)
+    tiny_model.share_prefix = False
+    [result] = tiny_model.score([ScoreRequest(context, options)])
+    ctx_len = len(tokenizer(context)["input_ids"])
+    assert sum(tokens) == ctx_len + 1  # one row: the context and " ("
+    for option, logprob in zip(options, result.logprobs, strict=True):
+        assert logprob == pytest.approx(_reference_logprob(model, tokenizer, context, option), abs=1e-4)

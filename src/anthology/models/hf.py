@@ -194,10 +194,15 @@ class HFModel:
         for r in requests:
             ctx_ids, conts = self._encode_options(r.context, r.options)
             contexts.append(ctx_ids)
+            # An option's row (context + all but its last token) that is a prefix of another option's
+            # row is read off that longer row: " A" needs the logits after the context, which the
+            # row for " (A" computes anyway. Causal attention makes the two identical.
+            own = [tuple(ctx_ids + cont[:-1]) for cont in conts]
+            longest = sorted(set(own), key=len, reverse=True)
             per_option = []
-            for j, cont in enumerate(conts):
-                row = tuple(ctx_ids + cont[:-1])
-                per_option.append((j, rows.setdefault(row, len(rows)), cont))
+            for j, (row, cont) in enumerate(zip(own, conts, strict=True)):
+                host = next(r for r in longest if r[: len(row)] == row)
+                per_option.append((j, rows.setdefault(host, len(rows)), cont))
             targets.append(per_option)
         row_tokens = list(rows)
         # Positions whose next-token log-probs each row needs: from the last context token on.
