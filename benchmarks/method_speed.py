@@ -15,21 +15,14 @@ from __future__ import annotations
 
 import argparse
 import random
-import time
 
 import pandas as pd
-from model_speed import backstory
+from model_speed import backstory, timed
 
 from anthology.method.answering import AskConfig, ask
 from anthology.method.demographics import DemographicsConfig, survey_demographics
 from anthology.models.registry import load_model
 from anthology.surveys import load_survey
-
-
-def timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
 
 
 def main() -> None:

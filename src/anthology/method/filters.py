@@ -23,12 +23,6 @@ def words(text: str) -> list[str]:
     return _WORDS.findall(text.lower())
 
 
-def first_person_rate(text: str) -> float:
-    """Share of words that are first-person singular pronouns (I, me, my, I'm ...)."""
-    tokens = words(text)
-    return sum(t in _FIRST_PERSON for t in tokens) / len(tokens) if tokens else 0.0
-
-
 def is_first_person(text: str, min_rate: float = 0.02, min_count: int = 2) -> bool:
     """A heuristic for "a first-person narrative": at least ``min_count`` first-person pronouns making
     up at least ``min_rate`` of the words (typical life stories run at 5-10%)."""

@@ -23,7 +23,6 @@ import pandas as pd
 
 from anthology.evaluation import (
     LOWER_BOUND,
-    METHOD_LABELS,
     TABLE_COLUMNS,
     Evaluation,
     RunData,
@@ -44,14 +43,6 @@ SAMPLE_BACKSTORIES = 6
 #: Matching methods in matches.parquet, in the order shown.
 MATCHINGS = ("greedy", "max-weight", "random")
 HUMANS_COLOR = "#333333"
-#: One colour per method (Okabe-Ito), the same in every chart.
-METHOD_COLORS = dict(
-    zip(
-        METHOD_LABELS,
-        ("#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#0072B2", "#D55E00", "#999999", "#8C6D31"),
-        strict=True,
-    )
-)
 POOL_COLOR = "#56B4E9"
 MATCHING_COLORS = dict(zip(MATCHINGS, ("#E69F00", "#009E73", "#CC79A7"), strict=True))
 
