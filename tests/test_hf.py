@@ -224,3 +224,73 @@ def test_option_rows_that_prefix_another_are_read_off_it(tiny_model, tiny_parts)
     assert sum(tokens) == ctx_len + 1  # one row: the context and " ("
     for option, logprob in zip(options, result.logprobs, strict=True):
         assert logprob == pytest.approx(_reference_logprob(model, tokenizer, context, option), abs=1e-4)
+
+
+def _tiny_gemma3(tokenizer):
+    """A random Gemma 3 text model whose sliding window (8 tokens) is far shorter than the prompts, with
+    final-logit soft-capping on: packing must keep both exact."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        sliding_window=8,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+        final_logit_softcapping=30.0,
+        max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    return Gemma3ForCausalLM(config).eval()
+
+
+@pytest.mark.parametrize("architecture", ["gemma3-sliding-window", "llama-eager-attention"])
+def test_packed_scores_equal_plain_forward(tiny_parts, architecture):
+    from anthology.models.hf import HFModel
+
+    _, tokenizer = tiny_parts
+    if architecture.startswith("gemma3"):
+        model = _tiny_gemma3(tokenizer)
+    else:
+        from anthology.models.testing import random_llama
+
+        model = random_llama(
+            tokenizer,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            attn_implementation="eager",
+        )
+    hf = HFModel("tiny", model=model, tokenizer=tokenizer, device="cpu", dtype="float32")
+    assert hf._attention == ("eager" if "eager" in architecture else "sdpa")
+    requests = _requests()
+    worst = 0.0
+    for req, result in zip(requests, hf.score(requests), strict=True):
+        for option, logprob in zip(req.options, result.logprobs, strict=True):
+            worst = max(worst, abs(logprob - _reference_logprob(model, tokenizer, req.context, option)))
+    assert worst < 1e-4
+
+
+def test_group_larger_than_a_pack_repeats_its_prefix(tiny_model, tiny_parts):
+    model, tokenizer = tiny_parts
+    tiny_model._pack_tokens = 64  # a backstory's questions no longer fit one packed sequence
+    requests = [ScoreRequest(BACKSTORIES[0] + q, opts) for q, opts in zip(QUESTIONS, OPTIONS, strict=True)]
+    packs = []
+    original = tiny_model._score_packs
+    tiny_model._score_packs = lambda batch, *rest: (packs.extend(batch), original(batch, *rest))
+    results = tiny_model.score(requests)
+    assert len(packs) > 1 and all(p.prefix_len > 16 for p in packs)
+    for req, result in zip(requests, results, strict=True):
+        for option, logprob in zip(req.options, result.logprobs, strict=True):
+            assert logprob == pytest.approx(
+                _reference_logprob(model, tokenizer, req.context, option), abs=1e-4
+            )

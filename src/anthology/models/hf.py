@@ -6,16 +6,17 @@
   batched and single matmuls differ in the last bits. Prompts are left-padded; a prompt asked for n
   samples is prefilled once and its KV cache repeated; finished rows leave the batch; stop strings
   are checked per row.
-* Option scoring finds the token prefix that requests share (one backstory, many questions), runs the
-  prefix once and scores every suffix on top of its KV cache. Single-token options of one request share
-  a single row: the next-token distribution after the context scores them all.
+* Option scoring finds the token prefix that requests share (one backstory, many questions) and packs
+  the prefix once followed by every suffix into one sequence, with an attention mask that keeps the
+  suffixes apart: one forward pass per backstory, no padding between questions of different lengths,
+  no KV cache to copy. Only the positions whose log-probs are needed reach the output layer. An
+  option's row that is a prefix of another option's row is read off the longer one.
 
 This module imports torch; nothing outside ``anthology.models`` imports it.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import inspect
 import json
@@ -122,6 +123,10 @@ class HFModel:
         params = inspect.signature(self.model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self._pad_id = _pad_id(tokenizer)
+        self._attention = getattr(self.model.config, "_attn_implementation", "sdpa")
+        # Packed scoring sequences: long enough to hold a backstory and all its questions, short
+        # enough that the attention over masked-out pairs stays small next to the matmuls.
+        self._pack_tokens = 8192 if on_gpu else 2048
         self._eos_ids = _eos_ids(model, tokenizer)
         if revision is None and Path(source).is_dir():
             revision = _fingerprint(Path(source))
@@ -408,22 +413,33 @@ class HFModel:
         found: list[dict[tuple[int, int], float]] = [{} for _ in rows]
         order = sorted(range(len(rows)), key=lambda i: rows[i])
         groups = self._prefix_groups(order, rows, needs) if self.share_prefix else [(0, order)]
-        for prefix_len, members in groups:
-            cache = None
-            if prefix_len:
-                prefix = torch.tensor([rows[members[0]][:prefix_len]], device=self.device)
-                out = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1)
-                cache = _kv_cache(out)
-            members = sorted(members, key=lambda i: -len(rows[i]))
-            for batch in self._batches(members, lambda i, p=prefix_len: len(rows[i]) - p, self.batch_tokens):
-                self._score_batch(batch, rows, needs, prefix_len, cache, found)
+        packs = [pack for prefix_len, members in groups for pack in self._packs(prefix_len, members, rows)]
+        packs.sort(key=lambda pack: -pack.length)
+        for batch in self._batches(packs, lambda pack: pack.length, self.batch_tokens):
+            self._score_packs(batch, rows, needs, found)
         return found
+
+    def _packs(self, prefix_len: int, members: list[int], rows: list[tuple[int, ...]]) -> list[_Pack]:
+        """Lay a prefix group's rows out as packed sequences: the prefix once, then each member's
+        suffix, up to the pack size (a group too big for one pack repeats its prefix). Rows that share
+        no prefix are packs of their own."""
+        if not prefix_len:
+            return [_Pack(0, [i], len(rows[i])) for i in members]
+        limit = max(self._pack_tokens, prefix_len + max(len(rows[i]) - prefix_len for i in members))
+        packs: list[_Pack] = []
+        for i in sorted(members, key=lambda i: -len(rows[i])):
+            suffix = len(rows[i]) - prefix_len
+            if not packs or packs[-1].length + suffix > limit:
+                packs.append(_Pack(prefix_len, [], prefix_len))
+            packs[-1].members.append(i)
+            packs[-1].length += suffix
+        return packs
 
     def _prefix_groups(
         self, order: list[int], rows: list[tuple[int, ...]], needs: list[dict[int, list[int]]]
     ) -> list[tuple[int, list[int]]]:
         """Group rows (sorted by tokens) that share a long token prefix. Each group's prefix stops
-        before the first position whose log-probs any member needs, so it is run once, logits unused."""
+        before the first position whose log-probs any member needs."""
         groups: list[tuple[int, list[int]]] = []
         solo: list[int] = []
 
@@ -456,55 +472,101 @@ class HFModel:
             groups.append((0, solo))
         return groups
 
-    def _score_batch(
+    def _score_packs(
         self,
-        batch: list[int],
+        batch: list[_Pack],
         rows: list[tuple[int, ...]],
         needs: list[dict[int, list[int]]],
-        prefix_len: int,
-        cache: Any,
         found: list[dict[tuple[int, int], float]],
     ) -> None:
-        dev = self.device
-        suffixes = [rows[i][prefix_len:] for i in batch]
-        width = max(len(s) for s in suffixes)
-        # Suffixes are left-padded so that every row ends at the last column: the positions whose
-        # log-probs are needed (the last context token and the option tokens) are then the last few
-        # columns of every row, and only those are projected onto the vocabulary.
+        """One forward pass over packed sequences. Each pack is its prefix followed by its members'
+        suffixes; an attention mask lets every suffix token see the prefix and the earlier tokens of
+        its own suffix only, and position ids restart after the prefix for each suffix, so each
+        member's log-probs are those of its whole row run alone."""
+        width = max(pack.length for pack in batch)
         ids = torch.full((len(batch), width), self._pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), prefix_len + width), dtype=torch.long)
-        mask[:, :prefix_len] = 1
-        for b, s in enumerate(suffixes):
-            ids[b, width - len(s) :] = torch.tensor(s)
-            mask[b, prefix_len + width - len(s) :] = 1
-        positions = prefix_len + (mask[:, prefix_len:].cumsum(-1) - 1).clamp_min(0)
-        kwargs: dict[str, Any] = {}
-        if cache is not None:
-            batch_cache = copy.deepcopy(cache)
-            batch_cache.batch_repeat_interleave(len(batch))
-            kwargs[self._cache_kw] = batch_cache
-        keep = max(len(rows[i]) - min(needs[i]) for i in batch)
-        out = self.model(
-            input_ids=ids.to(dev),
-            attention_mask=mask.to(dev),
-            position_ids=positions.to(dev),
-            use_cache=cache is not None,
-            logits_to_keep=keep,
-            **kwargs,
-        )
-
-        # Column of (row b, absolute position pos) among the kept last `keep` columns.
-        def column(b: int, pos: int) -> int:
-            return keep - (len(rows[batch[b]]) - pos)
-
-        coords = [(b, pos) for b, i in enumerate(batch) for pos in sorted(needs[i])]
-        bi = torch.tensor([b for b, _ in coords], device=dev)
-        pi = torch.tensor([column(b, pos) for b, pos in coords], device=dev)
-        logprobs = torch.log_softmax(out.logits[bi, pi].float(), dim=-1)
-        for k, (b, pos) in enumerate(coords):
-            i = batch[b]
+        positions = torch.zeros((len(batch), width), dtype=torch.long)
+        segment = torch.full((len(batch), width), -1, dtype=torch.long)  # -1 padding, 0 prefix
+        coords: list[tuple[int, int, int, int]] = []  # (pack, column, row, position)
+        for b, pack in enumerate(batch):
+            first = rows[pack.members[0]]
+            p = pack.prefix_len
+            ids[b, :p] = torch.tensor(first[:p], dtype=torch.long)
+            positions[b, :p] = torch.arange(p)
+            segment[b, :p] = 0
+            start = p
+            for k, i in enumerate(pack.members, 1):
+                suffix = rows[i][p:]
+                stop = start + len(suffix)
+                ids[b, start:stop] = torch.tensor(suffix, dtype=torch.long)
+                positions[b, start:stop] = torch.arange(p, len(rows[i]))
+                segment[b, start:stop] = k
+                coords += [(b, start + pos - p, i, pos) for pos in sorted(needs[i])]
+                start = stop
+        dev = self.device
+        ids, positions, segment = ids.to(dev), positions.to(dev), segment.to(dev)
+        bi = torch.tensor([c[0] for c in coords], device=dev)
+        ci = torch.tensor([c[1] for c in coords], device=dev)
+        logits = self._logits_at(ids, positions, self._pack_mask(positions, segment), bi, ci)
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        for k, (_, _, i, pos) in enumerate(coords):
             for token in needs[i][pos]:
                 found[i][(pos, token)] = float(logprobs[k, token])
+
+    def _pack_mask(self, positions: torch.Tensor, segment: torch.Tensor) -> Any:
+        """The attention mask of packed sequences, [batch, 1, query, key]: causal, within the prefix
+        or the query's own suffix; padding attends only to itself. Models with sliding-window layers
+        get one mask per layer type, the window measured in position ids."""
+        width = segment.shape[1]
+        causal = torch.ones((width, width), dtype=torch.bool, device=segment.device).tril()
+        query, key = segment[:, :, None], segment[:, None, :]
+        allowed = causal & (key >= 0) & ((key == 0) | (key == query))
+        allowed |= torch.eye(width, dtype=torch.bool, device=segment.device)
+        config = self.model.config
+        window = getattr(config, "sliding_window", None)
+        types = set(getattr(config, "layer_types", None) or [])
+        if "sliding_attention" not in types:
+            if window and not types:  # Mistral-style: one window for every layer
+                allowed &= positions[:, :, None] - positions[:, None, :] < window
+            return self._as_mask(allowed)
+        sliding = allowed & (positions[:, :, None] - positions[:, None, :] < window)
+        return {t: self._as_mask(sliding if t == "sliding_attention" else allowed) for t in types}
+
+    def _as_mask(self, allowed: torch.Tensor) -> torch.Tensor:
+        """A boolean mask for SDPA; an additive one (0 or the dtype's minimum) for eager attention."""
+        allowed = allowed[:, None]
+        if self._attention == "sdpa":
+            return allowed
+        return torch.zeros(allowed.shape, dtype=self.dtype, device=allowed.device).masked_fill(
+            ~allowed, torch.finfo(self.dtype).min
+        )
+
+    def _logits_at(
+        self, ids: torch.Tensor, positions: torch.Tensor, mask: Any, bi: torch.Tensor, ci: torch.Tensor
+    ) -> torch.Tensor:
+        """The model's logits at the columns (bi, ci) only: the hidden states are gathered just
+        before the output layer (a pre-hook on it), so the vocabulary projection and whatever the
+        model does to its logits afterwards (soft-capping, scaling) run on the needed positions."""
+        head = self.model.get_output_embeddings()
+        handle = head.register_forward_pre_hook(lambda module, args: (args[0][bi, ci],))
+        try:
+            out = self.model(
+                input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False, logits_to_keep=0
+            )
+        finally:
+            handle.remove()
+        if out.logits.dim() == 3:  # the output layer was not called as a module: full logits came back
+            return out.logits[bi, ci]
+        return out.logits
+
+
+@dataclass
+class _Pack:
+    """Rows scored in one packed sequence: their shared prefix, then each member's suffix."""
+
+    prefix_len: int
+    members: list[int]
+    length: int
 
 
 def _kv_cache(out: Any) -> Any:
