@@ -154,3 +154,16 @@ def test_missing_codes_win_over_open_ranges():
     assert decoder.decode(70.0, None)[0].label == "65+"
     assert decoder.decode("Refused", None) == (None, False)
     assert decoder.decode(12.0, None) == (None, False)
+
+
+def test_nullable_integer_columns_with_missing_values_load(example: Path):
+    frame = pd.read_csv(example.parent / "town-survey.csv", keep_default_na=False, na_values=[""])
+    expected = load_survey(example, data=frame.copy()).respondents.traits
+    numeric = [c for c in frame.columns if pd.api.types.is_integer_dtype(frame[c])]
+    assert "income" in numeric
+    frame[numeric] = frame[numeric].astype("Int64")
+    frame.loc[frame.index[0], "income"] = pd.NA
+    traits = load_survey(example, data=frame).respondents.traits
+    first = traits.index[0]
+    assert pd.isna(traits.loc[first, "income"])
+    pd.testing.assert_frame_equal(traits.drop(index=first), expected.drop(index=first))

@@ -163,8 +163,8 @@ def _decode(
 ) -> _Coded:
     """Decode one column; values that nothing in the codebook covers are an error."""
     values = table.frame[column]
-    if isinstance(values.dtype, pd.CategoricalDtype):
-        values = values.astype(object)
+    if isinstance(values.dtype, (pd.CategoricalDtype, pd.api.extensions.ExtensionDtype)):
+        values = values.astype(object)  # categorical and nullable (Int64...) columns decode like the rest
     if pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values):
         values = values.mask(values.map(lambda v: isinstance(v, str) and not v.strip()))  # blank text: empty
     labels = table.value_labels.get(column, {})
