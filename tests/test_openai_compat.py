@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import socket
 import time
@@ -358,3 +359,47 @@ def test_empty_batches_make_no_requests(server: FakeOpenAIServer) -> None:
     model = make(server)
     assert model.generate([]) == [] and model.score([]) == []
     assert server.requests == []
+
+
+def test_ask_keeps_a_server_saturated_with_each_backstorys_questions_together(
+    server: FakeOpenAIServer,
+) -> None:
+    """A whole stage through the response cache, with the default concurrency: at least 64 requests
+    in flight at the server, and the questions of one backstory sent one after another, so a server's
+    prefix cache holds the backstory while they run."""
+    import httpx
+    import pandas as pd
+
+    from anthology.method.answering import AskConfig, ask
+    from anthology.models.cache import CachedModel
+    from anthology.surveys import load_survey
+
+    sent: list[str] = []
+
+    class Recording(httpx.AsyncHTTPTransport):
+        """The real transport, noting the order in which requests go out on the wire."""
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            sent.append(json.loads(request.content)["prompt"])
+            return await super().handle_async_request(request)
+
+    server.delay = 0.1
+    full = load_survey("gss2018-spending").questionnaire
+    questionnaire = full.model_copy(update={"questions": full.questions[:6]})
+    stories = [f"Question: Tell me about yourself.\n\nAnswer: I am person number {i}." for i in range(40)]
+    panel = pd.DataFrame(
+        {
+            "method": "anthology",
+            "respondent_id": range(40),
+            "persona_id": None,
+            "style": "completion",
+            "context": stories,
+        }
+    )
+    model = CachedModel(make(server, timeout=10.0, transport=Recording()), None)
+    answers, _ = ask(model, panel, questionnaire, config=AskConfig(context="independent", mode="logprob"))
+    assert len(answers) == 40 * len(questionnaire)
+    assert server.max_in_flight >= 64
+    person = [next(i for i, story in enumerate(stories) if p.startswith(story)) for p in sent]
+    assert len(person) == 40 * len(questionnaire)
+    assert person == sorted(person)  # each backstory's questions together, backstories in turn
