@@ -212,35 +212,111 @@ def table(personas, humans, name="t"):
     return TraitTable(name, tuple("abc"[: personas.shape[1]]), personas, np.asarray(humans))
 
 
+def weight_matrix(tables):
+    weights = np.ones((len(tables[0].humans), tables[0].personas.shape[0]))
+    for t in tables:
+        weights *= np.where(t.humans[:, None] >= 0, t.personas.T[t.humans], 1 / t.personas.shape[1])
+    return weights
+
+
 def test_greedy_is_argmax_and_max_weight_is_optimal_on_a_hand_made_matrix():
     rng = np.random.default_rng(4)
     tables = [
         table(rng.dirichlet(np.ones(3), size=6), rng.integers(0, 3, size=4), name=f"t{k}") for k in range(2)
     ]
-    weights = np.ones((4, 6))
-    for t in tables:
-        weights *= t.personas.T[t.humans]
-    chosen, log_w = match(tables, "greedy")
+    weights = weight_matrix(tables)
+    chosen, log_w, solver, _ = match(tables, "greedy")
     assert (chosen == weights.argmax(axis=1)).all()
     assert np.allclose(log_w, np.log(weights.max(axis=1)))
-    chosen, _ = match(tables, "max-weight")
-    assert len(set(chosen)) == 4
+    chosen, _, solver, _ = match(tables, "max-weight")
+    assert len(set(chosen)) == 4 and solver == "exact dense"
     best = max(itertools.permutations(range(6), 4), key=lambda p: sum(weights[i, j] for i, j in enumerate(p)))
     assert weights[range(4), chosen].sum() == pytest.approx(weights[range(4), list(best)].sum())
-    a, _ = match(tables, "random", seed=1)
-    b, _ = match(tables, "random", seed=1)
+    a = match(tables, "random", seed=1).chosen
+    b = match(tables, "random", seed=1).chosen
     assert (a == b).all() and a.min() >= 0 and a.max() < 6
 
 
 def test_unknown_human_category_counts_as_uniform():
-    chosen, log_w = match([table([[0.9, 0.1], [0.2, 0.8]], [-1, 1])], "greedy")
+    chosen, log_w, _, _ = match([table([[0.9, 0.1], [0.2, 0.8]], [-1, 1])], "greedy")
     assert chosen[1] == 1
     assert log_w[0] == pytest.approx(np.log(0.5))
 
 
-def test_max_weight_needs_enough_personas():
-    with pytest.raises(ConfigError, match="at least as many personas as humans"):
-        match([table([[0.5, 0.5]], [0, 1])], "max-weight")
+@pytest.mark.parametrize("memory", [2**30, 0], ids=["dense", "pruned"])
+def test_max_weight_needs_enough_personas(memory):
+    with pytest.raises(ConfigError, match="at least as many personas as humans") as error:
+        match([table([[0.5, 0.5]], [0, 1])], "max-weight", memory=memory)
+    assert "\n" not in str(error.value)
+
+
+def realistic_tables(n_humans, n_personas, seed):
+    """Peaked persona distributions (Dirichlet around a true category) and skewed human categories,
+    a few unknown, over three traits: many humans share a profile."""
+    rng = np.random.default_rng(seed)
+    tables = []
+    for k, size in enumerate((4, 3, 5)):
+        population = rng.dirichlet(np.ones(size))
+        humans = rng.choice(size, size=n_humans, p=population)
+        humans[rng.random(n_humans) < 0.05] = -1
+        alpha = np.full((n_personas, size), 0.3)
+        alpha[np.arange(n_personas), rng.choice(size, size=n_personas, p=population)] += 3.0
+        personas = rng.gamma(alpha)
+        tables.append(table(personas / personas.sum(axis=1, keepdims=True), humans, name=f"t{k}"))
+    return tables
+
+
+@pytest.mark.parametrize("objective", ["weight", "log"])
+def test_pruned_max_weight_matches_the_exact_objective(objective):
+    def gain(log_w):
+        return np.exp(log_w).sum() if objective == "weight" else log_w.sum()
+
+    # Personas outnumber humans by a third or more: the default k finds the optimum.
+    for n_humans, n_personas in [(60, 80), (200, 260)]:
+        tables = realistic_tables(n_humans, n_personas, seed=n_humans)
+        exact = match(tables, "max-weight", objective=objective)
+        pruned = match(tables, "max-weight", objective=objective, memory=0)
+        assert exact.solver == "exact dense" and pruned.solver == f"top-{pruned.k} pruned"
+        assert len(set(pruned.chosen)) == n_humans
+        assert gain(pruned.log_weight) == pytest.approx(gain(exact.log_weight), rel=1e-12)
+    # Square, the hardest case: k = n_personas lets every human take any rank from its own place in its
+    # profile on, which is exact.
+    tables = realistic_tables(90, 90, seed=90)
+    exact = match(tables, "max-weight", objective=objective)
+    full = match(tables, "max-weight", objective=objective, memory=0, candidates=90)
+    assert full.k == 90 and len(set(full.chosen)) == 90
+    assert gain(full.log_weight) == pytest.approx(gain(exact.log_weight), rel=1e-12)
+
+
+def test_pruning_grows_k_until_a_full_matching_exists():
+    # Two profiles that both rank persona 0 first: with k = 1 they compete for it alone.
+    tables = [
+        table([[0.9, 0.1], [0.5, 0.5], [0.2, 0.8]], [0, 0], name="a"),
+        table([[0.5, 0.5], [0.6, 0.4], [0.5, 0.5]], [0, 1], name="b"),
+    ]
+    result = match(tables, "max-weight", memory=0, candidates=1)
+    assert result.solver == "top-2 pruned" and result.k == 2
+    assert list(result.chosen) == [1, 0]  # 0.3 + 0.45, the optimum
+    assert list(match(tables, "max-weight").chosen) == [1, 0]
+
+
+def test_greedy_is_the_float64_argmax_on_a_realistic_instance():
+    tables = realistic_tables(300, 400, seed=3)
+    # Two personas with identical distributions: the first one wins a tie, as argmax.
+    for t in tables:
+        t.personas[7] = t.personas[5]
+    weights = weight_matrix(tables)
+    result = match(tables, "greedy")
+    assert (result.chosen == weights.argmax(axis=1)).all()
+    assert np.allclose(result.log_weight, np.log(weights.max(axis=1)))
+
+
+def test_humans_sharing_a_profile_share_candidates_without_growing_k():
+    # 30 identical humans: the profile keeps its best 30 + k - 1 personas, so k = 1 is enough.
+    tables = [table(np.random.default_rng(0).dirichlet(np.ones(3), size=40), [2] * 30)]
+    result = match(tables, "max-weight", memory=0, candidates=1)
+    assert result.k == 1 and len(set(result.chosen)) == 30
+    assert set(result.chosen) == set(np.argsort(-tables[0].personas[:, 2])[:30])
 
 
 def test_match_survey_finds_each_humans_twin(tmp_path):
@@ -279,6 +355,10 @@ def test_match_survey_finds_each_humans_twin(tmp_path):
     agree_cols = [c for c in report.columns if c.startswith("agree_")]
     assert (report.set_index("method").loc["greedy", agree_cols] == 1.0).all()
     assert (twins.to_numpy() == greedy["respondent_id"].astype(str).to_numpy()).mean() > 0.5
+    assert report.set_index("method").loc["max-weight", "solver"] == "exact dense"
+    pruned, pruned_report = match_survey(survey, demographics, ["max-weight"], memory=0)
+    assert pruned_report["solver"].iloc[0].endswith("pruned")
+    assert set(pruned["persona_id"]) == set(own["persona_id"])
 
 
 # -- the real tiny model, end to end, resumable through the cache --------------------------------
