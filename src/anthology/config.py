@@ -87,12 +87,24 @@ class EvaluateSection(_Section):
     resamples: int = Field(default=1000, ge=1)
 
 
+class ExecutorSection(_Section):
+    """Where model calls run: in this process, or sharded across Ray workers that each hold a replica
+    of a local model (``address``: ``None`` as for ``ray.init()``, ``auto``, ``ray://HEAD:10001``...)."""
+
+    kind: Literal["local", "ray"] = "local"
+    address: str | None = None
+    workers: int = Field(default=2, ge=1)
+    cpus_per_worker: float = Field(default=1.0, ge=0)
+    gpus_per_worker: float = Field(default=0.0, ge=0)
+
+
 class RunConfig(_Section):
     """A whole study."""
 
     out: str = "runs/default"
     seed: int = 0
     model: ModelSection = ModelSection()
+    executor: ExecutorSection = ExecutorSection()
     survey: SurveySection = SurveySection()
     backstories: BackstoriesSection = BackstoriesSection()
     demographics: DemographicsSection = DemographicsSection()

@@ -10,11 +10,32 @@ from typing import Any
 import click
 
 
+def executor_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the executor options; each is ``None`` unless given."""
+    options = [
+        click.option(
+            "--executor",
+            type=click.Choice(["local", "ray"]),
+            help="Run model calls here (local, the default) or on Ray workers, each with a model replica.",
+        ),
+        click.option(
+            "--ray-address",
+            help="Ray cluster: auto, HEAD:6379 or ray://HEAD:10001 (default: as ray.init()).",
+        ),
+        click.option("--workers", type=int, help="Ray workers, one model replica each (default 2)."),
+        click.option("--cpus-per-worker", type=float, help="CPUs each Ray worker holds (default 1)."),
+        click.option("--gpus-per-worker", type=float, help="GPUs each Ray worker holds (default 0)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
 def model_options(
     default_model: str | None = None, *, positional: bool = False
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Add the model (``--model``, or a MODEL argument with ``positional``), backend and cache options;
-    the command receives them as ``model_spec`` (a dict)."""
+    """Add the model (``--model``, or a MODEL argument with ``positional``), backend, executor and cache
+    options; the command receives them as ``model_spec`` (a dict)."""
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         model = (
@@ -57,6 +78,11 @@ def model_options(
             dtype: str | None,
             cache_path: Path | None,
             no_cache: bool,
+            executor: str | None,
+            ray_address: str | None,
+            workers: int | None,
+            cpus_per_worker: float | None,
+            gpus_per_worker: float | None,
             **kwargs: Any,
         ) -> Any:
             spec = {
@@ -68,18 +94,28 @@ def model_options(
                 "dtype": dtype,
                 "cache_path": cache_path,
                 "no_cache": no_cache,
+                "executor": {
+                    "kind": executor or "local",
+                    "address": ray_address,
+                    "workers": workers,
+                    "cpus_per_worker": cpus_per_worker,
+                    "gpus_per_worker": gpus_per_worker,
+                },
             }
             return fn(*args, model_spec=spec, **kwargs)
 
         for option in reversed(options):
             wrapper = option(wrapper)
-        return wrapper
+        return executor_options(wrapper)
 
     return decorate
 
 
 def open_model(spec: dict[str, Any], *, default_cache: Path | None = None, progress: str | bool = False):
-    """Load the model of ``spec`` wrapped in the response cache. Returns (cached model, cache or None)."""
+    """Load the model of ``spec`` wrapped in the response cache. Returns (cached model, cache or None).
+
+    With ``spec["executor"]["kind"] == "ray"`` the model is a :class:`RayModel` of replicas on Ray
+    workers; the cache, and every write, stay in this process."""
     from anthology.models.cache import CachedModel, ResponseCache, default_cache_path
     from anthology.models.registry import load_model
 
@@ -92,8 +128,17 @@ def open_model(spec: dict[str, Any], *, default_cache: Path | None = None, progr
         }
     else:
         backend = {"device": spec["device"], "dtype": spec["dtype"]}
-    model = load_model(name, **backend)
+    executor = spec["executor"]
+    chunking: dict[str, int] = {}
+    if executor["kind"] == "ray":
+        from anthology.models.ray_pool import RayModel
+
+        given = {k: v for k, v in executor.items() if k != "kind" and v is not None}
+        model = RayModel(name, **given, **backend)
+        chunking["chunk_size"] = model.chunk_size  # enough units per chunk to keep every worker busy
+    else:
+        model = load_model(name, **backend)
     cache = None
     if not spec["no_cache"]:
         cache = ResponseCache(spec["cache_path"] or default_cache or default_cache_path())
-    return CachedModel(model, cache, progress=progress), cache
+    return CachedModel(model, cache, progress=progress, **chunking), cache

@@ -8,6 +8,8 @@ from typing import Any
 import click
 from rich.console import Console
 
+from anthology.cli.common import executor_options
+
 
 @click.command()
 @click.argument("config_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
@@ -27,6 +29,7 @@ from rich.console import Console
 @click.option("--api-key-env", help="Environment variable holding the API key.")
 @click.option("--device", help="Device for local models: auto, cpu, cuda ...")
 @click.option("--dtype", help="dtype for local models: auto, float32, bfloat16, float16.")
+@executor_options
 @click.option("--dry-run", is_flag=True, help="Print model calls, tokens and a time estimate; run nothing.")
 def run(config_file: Path | None, dry_run: bool, chat: bool | None, **flags: Any) -> None:
     """Run a whole study into a run directory: backstories, demographic survey, matching (greedy,
@@ -52,6 +55,11 @@ def run(config_file: Path | None, dry_run: bool, chat: bool | None, **flags: Any
         "model.api_key_env": flags["api_key_env"],
         "model.device": flags["device"],
         "model.dtype": flags["dtype"],
+        "executor.kind": flags["executor"],
+        "executor.address": flags["ray_address"],
+        "executor.workers": flags["workers"],
+        "executor.cpus_per_worker": flags["cpus_per_worker"],
+        "executor.gpus_per_worker": flags["gpus_per_worker"],
     }
     if chat:
         overrides["backstories.style"] = "chat"
@@ -80,5 +88,6 @@ def _open(config, run):  # the study's model factory
         "dtype": m.dtype,
         "cache_path": run.cache_path,
         "no_cache": False,
+        "executor": config.executor.model_dump(),
     }
     return open_model(spec, progress=True)
