@@ -29,7 +29,7 @@ test: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 bench: setup
-	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/model_speed.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/run.py
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

@@ -1,10 +1,19 @@
-"""Metrics speed (issue 5, item 4): every metric, the 100-split human lower bound and 1,000 bootstrap
-resamples on 65,000 humans x 10 five-point questions (random survey weights, about 3% missing answers)
-against a persona panel of the same size. Prints each step's seconds and the total.
+"""Metrics speed (issue 5, item 4; issue 7, part 5): every metric, the 100-split human lower bound and
+1,000 bootstrap resamples on 65,000 humans x 10 five-point questions (random survey weights, about 3%
+missing answers) against a persona panel of the same size; the lower bound and the bootstrap each
+against the naive way measured in the same run.
 
     python benchmarks/metrics_speed.py
-    python benchmarks/metrics_speed.py --blas-threads 1      # see below
+    python benchmarks/metrics_speed.py --quick                 # 10,000 respondents, fewer naive iterations
+    python benchmarks/metrics_speed.py --blas-threads 1        # see below
     python benchmarks/metrics_speed.py --respondents 2537 --questions 8 --options 4   # Pew W34's shape
+
+The naive way is a Python loop over splits (resamples) that, per split, computes each half's weighted
+answer distribution per question, calls scipy.stats.wasserstein_distance per question, and takes the
+correlation matrices with pandas DataFrame.corr on the complete answers (per resample also Cronbach's
+alpha of each panel with pandas). It is unweighted where ours is weighted and leaves out the weighted
+alphas, so it does less work than ours: the ratios understate. It is timed on a few iterations and
+extrapolated per iteration (iterations are independent and alike).
 
 The data are correlated (a latent trait per respondent), so the correlation matrices and alphas are
 those of a realistic scale, not of noise.
@@ -21,6 +30,10 @@ import argparse
 import os
 import platform
 import time
+from collections.abc import Callable
+from typing import Any
+
+from figures import Figure, format_table
 
 
 def synthetic(n: int, q: int, k: int, rng, shift: float):
@@ -34,22 +47,97 @@ def synthetic(n: int, q: int, k: int, rng, shift: float):
     return answers
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--respondents", type=int, default=65_000)
-    parser.add_argument("--questions", type=int, default=10)
-    parser.add_argument("--options", type=int, default=5)
-    parser.add_argument("--splits", type=int, default=100)
-    parser.add_argument("--resamples", type=int, default=1_000)
-    parser.add_argument(
-        "--repeat", type=int, default=1, help="run everything this many times, report the best"
-    )
-    parser.add_argument("--blas-threads", type=int, default=None, help="limit BLAS threads (default: as set)")
-    args = parser.parse_args()
-    if args.blas_threads is not None:
-        for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ[name] = str(args.blas_threads)
+def _naive_panel(answers, weights, k: int) -> tuple[Any, Any]:
+    """One panel the naive way: per question its weighted answer distribution, and the correlation
+    matrix of its complete answers (pandas)."""
+    import numpy as np
+    import pandas as pd
 
+    distributions = []
+    for column in answers.T:
+        given = column > 0
+        counts = np.bincount(column[given] - 1, weights=weights[given], minlength=k)
+        distributions.append(counts / counts.sum())
+    frame = pd.DataFrame(answers)
+    complete = frame[(frame > 0).all(axis=1)]
+    return distributions, complete
+
+
+def _naive_distances(a: tuple[Any, Any], b: tuple[Any, Any], k: int) -> tuple[float, float]:
+    """Mean Wasserstein distance (scipy, per question) and Frobenius norm of the correlation
+    difference (pandas DataFrame.corr) between two naive panels."""
+    import numpy as np
+    from scipy.stats import wasserstein_distance
+
+    positions = np.arange(1, k + 1)
+    wd = [wasserstein_distance(positions, positions, p, q) for p, q in zip(a[0], b[0], strict=True)]
+    fro = np.linalg.norm(a[1].corr().to_numpy() - b[1].corr().to_numpy())
+    return float(np.mean(wd)), float(fro)
+
+
+def _naive_alpha(complete) -> float:
+    """Cronbach's alpha of the complete answers with pandas."""
+    q = complete.shape[1]
+    return q / (q - 1) * (1 - complete.var().sum() / complete.sum(axis=1).var())
+
+
+def naive_lower_bound(answers, weights, k: int, n_splits: int, seed: int) -> list[tuple[float, float]]:
+    """Per split: a random half against the other, the naive way."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    n = len(answers)
+    out = []
+    for _ in range(n_splits):
+        order = rng.permutation(n)
+        a, b = order[: n // 2], order[n // 2 :]
+        out.append(
+            _naive_distances(
+                _naive_panel(answers[a], weights[a], k), _naive_panel(answers[b], weights[b], k), k
+            )
+        )
+    return out
+
+
+def naive_bootstrap(humans, personas, weights, k: int, n_resamples: int, seed: int) -> list[tuple]:
+    """Per resample: both panels drawn with replacement, WD, Frobenius and both alphas, the naive way."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    n, m = len(humans), len(personas)
+    ones = np.ones(m)
+    out = []
+    for _ in range(n_resamples):
+        h = rng.integers(0, n, size=n)
+        p = rng.integers(0, m, size=m)
+        human = _naive_panel(humans[h], weights[h], k)
+        persona = _naive_panel(personas[p], ones, k)
+        out.append((*_naive_distances(human, persona, k), _naive_alpha(human[1]), _naive_alpha(persona[1])))
+    return out
+
+
+def timed(fn: Callable[[], Any], repeat: int = 1) -> tuple[Any, float]:
+    """The result and the best wall time of ``repeat`` calls."""
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    return result, best
+
+
+def figures(
+    quick: bool = False,
+    *,
+    respondents: int | None = None,
+    questions: int = 10,
+    options: int = 5,
+    splits: int = 100,
+    resamples: int = 1_000,
+    repeat: int = 1,
+) -> list[Figure]:
+    """Seconds for every metric, and for the lower bound and the bootstrap the ratio against the naive
+    way (timed on a few iterations, extrapolated). ``quick``: 10,000 respondents unless given."""
     import numpy as np
 
     from anthology.metrics import (
@@ -60,60 +148,102 @@ def main() -> None:
         subgroup_breakdown,
     )
 
+    n = respondents or (10_000 if quick else 65_000)
+    q, k = questions, options
+    naive_splits, naive_resamples = (5, 3) if quick else (20, 10)
     rng = np.random.default_rng(0)
-    n, q, k = args.respondents, args.questions, args.options
     humans = synthetic(n, q, k, rng, 0.0)
     personas = synthetic(n, q, k, rng, 0.3)
     weights = rng.lognormal(sigma=0.6, size=n)
     groups = rng.integers(0, 4, size=n)  # e.g. age group; the matched persona carries its human's label
+    section = f"metrics: {n:,} humans and {n:,} personas x {q} questions, {k}-point"
 
-    steps = {
-        "compare (distributions, WD, correlations, Frobenius, alphas)": lambda: compare(
-            humans, personas, k, human_weights=weights
+    _, t_compare = timed(lambda: compare(humans, personas, k, human_weights=weights), repeat)  # warms up
+    naive_lower_bound(humans, weights, k, 1, 0)  # imports scipy.stats, warms pandas up
+    floor, t_floor = timed(lambda: human_lower_bound(humans, k, weights, n_splits=splits, seed=0), repeat)
+    ci, t_boot = timed(
+        lambda: bootstrap(humans, personas, k, human_weights=weights, n_resamples=resamples, seed=0), repeat
+    )
+    naive_floor, t_naive_floor = timed(lambda: naive_lower_bound(humans, weights, k, naive_splits, 0))
+    _, t_naive_boot = timed(lambda: naive_bootstrap(humans, personas, weights, k, naive_resamples, 0))
+    per_split, per_resample = t_naive_floor / naive_splits, t_naive_boot / naive_resamples
+    _, t_groups = timed(
+        lambda: subgroup_breakdown(humans, personas, k, groups, groups, human_weights=weights), repeat
+    )
+    _, t_agree = timed(lambda: individual_agreement(humans, personas, k, weights=weights), repeat)
+
+    naive_wd = np.mean([wd for wd, _ in naive_floor])
+    return [
+        Figure(section, "compare (distributions, WD, correlations, Frobenius, alphas)", t_compare, "s"),
+        Figure(
+            section,
+            f"human lower bound, naive ({splits} splits)",
+            per_split * splits,
+            "s",
+            note=f"{naive_splits} splits timed, {per_split * 1e3:.0f} ms each, extrapolated",
         ),
-        f"human lower bound ({args.splits} splits)": lambda: human_lower_bound(
-            humans, k, weights, n_splits=args.splits, seed=0
+        Figure(
+            section,
+            f"human lower bound, ours ({splits} splits)",
+            t_floor,
+            "s",
+            per_split * splits / t_floor,
+            note=f"WD {floor.wd_raw:.4f} (the naive way's {naive_splits} splits: {naive_wd:.4f}), "
+            f"Fro. {floor.frobenius:.4f}",
         ),
-        f"bootstrap CIs ({args.resamples} resamples, both panels)": lambda: bootstrap(
-            humans, personas, k, human_weights=weights, n_resamples=args.resamples, seed=0
+        Figure(
+            section,
+            f"bootstrap, naive ({resamples:,} resamples, both panels)",
+            per_resample * resamples,
+            "s",
+            note=f"{naive_resamples} resamples timed, {per_resample * 1e3:.0f} ms each, extrapolated",
         ),
-        "subgroup breakdown (4 groups)": lambda: subgroup_breakdown(
-            humans, personas, k, groups, groups, human_weights=weights
+        Figure(
+            section,
+            f"bootstrap, ours ({resamples:,} resamples, both panels)",
+            t_boot,
+            "s",
+            per_resample * resamples / t_boot,
+            note=f"WD {ci['wd_raw'].estimate:.4f} [{ci['wd_raw'].low:.4f}, {ci['wd_raw'].high:.4f}]",
         ),
-        "individual agreement": lambda: individual_agreement(humans, personas, k, weights=weights),
-    }
-    best = dict.fromkeys(steps, float("inf"))
-    results = {}
-    for _ in range(args.repeat):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            results[name] = step()
-            best[name] = min(best[name], time.perf_counter() - start)
+        Figure(section, "subgroup breakdown (4 groups)", t_groups, "s"),
+        Figure(section, "individual agreement", t_agree, "s"),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="10,000 respondents, fewer naive iterations")
+    parser.add_argument("--respondents", type=int, default=None, help="default 65,000 (quick: 10,000)")
+    parser.add_argument("--questions", type=int, default=10)
+    parser.add_argument("--options", type=int, default=5)
+    parser.add_argument("--splits", type=int, default=100)
+    parser.add_argument("--resamples", type=int, default=1_000)
+    parser.add_argument("--repeat", type=int, default=1, help="run ours this many times, report the best")
+    parser.add_argument("--blas-threads", type=int, default=None, help="limit BLAS threads (default: as set)")
+    args = parser.parse_args()
+    if args.blas_threads is not None:
+        for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[name] = str(args.blas_threads)
+
+    import numpy as np
 
     threads = os.environ.get("OPENBLAS_NUM_THREADS", "default")
     load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"{n:,} humans and {n:,} personas x {q} questions, {k}-point")
     print(
         f"python {platform.python_version()}, numpy {np.__version__}, {os.cpu_count()} CPUs, "
-        f"BLAS threads: {threads}, load average before: {load}; best of {args.repeat}"
+        f"BLAS threads: {threads}, load average before: {load}; ours best of {args.repeat}"
     )
-    width = max(map(len, steps))
-    for name, seconds in best.items():
-        print(f"  {name:<{width}}  {seconds:7.2f} s")
-    print(f"  {'total':<{width}}  {sum(best.values()):7.2f} s")
-
-    point = results[next(iter(steps))]
-    floor = results[f"human lower bound ({args.splits} splits)"]
-    ci = results[f"bootstrap CIs ({args.resamples} resamples, both panels)"]
-    print("\nfigures (a sanity check, not a result):")
-    for name in ("wd_raw", "wd_normalized", "frobenius", "alpha_personas", "alpha_humans_weighted"):
-        interval = ci[name]
-        print(f"  {name:<22} {interval.estimate:.4f}  [{interval.low:.4f}, {interval.high:.4f}]")
-    print(
-        f"  lower bound: WD {floor.wd_raw:.4f} raw / {floor.wd_normalized:.4f} normalised, "
-        f"Fro. {floor.frobenius:.4f}"
+    table = figures(
+        args.quick,
+        respondents=args.respondents,
+        questions=args.questions,
+        options=args.options,
+        splits=args.splits,
+        resamples=args.resamples,
+        repeat=args.repeat,
     )
-    print(f"  humans complete: {point.n_humans_complete:,} of {point.n_humans:,}")
+    print(format_table(table))
 
 
 if __name__ == "__main__":
