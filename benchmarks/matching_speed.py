@@ -24,13 +24,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from figures import Figure, format_table
+from workload import timed
 
 from anthology.method.matching import CANDIDATES, TraitTable, agreement, match, trait_tables
 from anthology.surveys import CANONICAL_TRAITS, load_survey
@@ -84,16 +84,6 @@ def naive_max_weight(tables: list[TraitTable]) -> np.ndarray:
 
 def naive_greedy(tables: list[TraitTable]) -> np.ndarray:
     return naive_weights(tables).argmax(axis=1)
-
-
-def timed(fn: Callable[[], Any], repeat: int = 1) -> tuple[Any, float]:
-    """The result and the best wall time of ``repeat`` calls."""
-    best, result = float("inf"), None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - start)
-    return result, best
 
 
 def relative_gap(exact: np.ndarray, other: np.ndarray) -> float:

@@ -29,11 +29,10 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import time
-from collections.abc import Callable
 from typing import Any
 
 from figures import Figure, format_table
+from workload import timed
 
 
 def synthetic(n: int, q: int, k: int, rng, shift: float):
@@ -116,16 +115,6 @@ def naive_bootstrap(humans, personas, weights, k: int, n_resamples: int, seed: i
     return out
 
 
-def timed(fn: Callable[[], Any], repeat: int = 1) -> tuple[Any, float]:
-    """The result and the best wall time of ``repeat`` calls."""
-    best, result = float("inf"), None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - start)
-    return result, best
-
-
 def figures(
     quick: bool = False,
     *,
@@ -158,19 +147,24 @@ def figures(
     groups = rng.integers(0, 4, size=n)  # e.g. age group; the matched persona carries its human's label
     section = f"metrics: {n:,} humans and {n:,} personas x {q} questions, {k}-point"
 
-    _, t_compare = timed(lambda: compare(humans, personas, k, human_weights=weights), repeat)  # warms up
+    _, t_compare = timed(
+        lambda: compare(humans, personas, k, human_weights=weights), repeat=repeat
+    )  # warms up
     naive_lower_bound(humans, weights, k, 1, 0)  # imports scipy.stats, warms pandas up
-    floor, t_floor = timed(lambda: human_lower_bound(humans, k, weights, n_splits=splits, seed=0), repeat)
+    floor, t_floor = timed(
+        lambda: human_lower_bound(humans, k, weights, n_splits=splits, seed=0), repeat=repeat
+    )
     ci, t_boot = timed(
-        lambda: bootstrap(humans, personas, k, human_weights=weights, n_resamples=resamples, seed=0), repeat
+        lambda: bootstrap(humans, personas, k, human_weights=weights, n_resamples=resamples, seed=0),
+        repeat=repeat,
     )
     naive_floor, t_naive_floor = timed(lambda: naive_lower_bound(humans, weights, k, naive_splits, 0))
     _, t_naive_boot = timed(lambda: naive_bootstrap(humans, personas, weights, k, naive_resamples, 0))
     per_split, per_resample = t_naive_floor / naive_splits, t_naive_boot / naive_resamples
     _, t_groups = timed(
-        lambda: subgroup_breakdown(humans, personas, k, groups, groups, human_weights=weights), repeat
+        lambda: subgroup_breakdown(humans, personas, k, groups, groups, human_weights=weights), repeat=repeat
     )
-    _, t_agree = timed(lambda: individual_agreement(humans, personas, k, weights=weights), repeat)
+    _, t_agree = timed(lambda: individual_agreement(humans, personas, k, weights=weights), repeat=repeat)
 
     naive_wd = np.mean([wd for wd, _ in naive_floor])
     return [
