@@ -22,11 +22,17 @@ class Figure:
     note: str = ""
 
     @property
-    def verdict(self) -> str:
+    def met(self) -> bool | None:
+        """Whether the target is met; ``None`` without a target."""
         if self.target is None:
+            return None
+        return self.ratio is not None and self.ratio >= self.target
+
+    @property
+    def verdict(self) -> str:
+        if self.met is None:
             return ""
-        met = self.ratio is not None and self.ratio >= self.target
-        return f">= {self.target:g}x {'met' if met else 'NOT MET'}"
+        return f">= {self.target:g}x {'met' if self.met else 'NOT MET'}"
 
 
 def format_table(figures: list[Figure]) -> str:
