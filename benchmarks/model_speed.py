@@ -6,9 +6,11 @@ answered by scoring the option letters after ``Answer: (``; the full-prompt way 
 ``naive_personas`` personas and is compared per answer (the two ways' log-probabilities must agree).
 Model FLOP utilisation counts 2 x non-embedding parameters per token processed (padding counted,
 attention excluded) against the measured matrix-multiply peak of the same device and dtype.
-Generation: ``gen_sequences`` samples of ``gen_tokens`` tokens of the paper's interview prompt, batched,
-against ``gen_naive`` of them one at a time. Bandwidth utilisation is the time the weights and KV cache
-need to stream from memory once per decoding step (at the measured copy bandwidth) over the time taken.
+Generation: ``gen_sequences`` samples of ``gen_tokens`` tokens of the paper's interview prompt, batched
+with the model's decoding loop for that length (the compiled static-cache step on a GPU, with its
+compilation excluded, and then also the eager loop), against ``gen_naive`` of them one at a time.
+Bandwidth utilisation is the time the weights and KV cache need to stream from memory once per
+decoding step (at the measured copy bandwidth) over the time taken.
 """
 
 from __future__ import annotations
@@ -109,9 +111,23 @@ def generation(model, args: SimpleNamespace) -> list[Figure]:
         GenerateRequest(INTERVIEW, n=1, first_sample=i, max_tokens=args.gen_tokens, seed=0)
         for i in range(args.gen_sequences)
     ]
-    model.generate(gen[:1])  # warm-up
-    batched, t_batched = timed(lambda: model.generate(gen), device)
-    alone, t_alone = timed(lambda: [model.generate([g])[0] for g in gen[: args.gen_naive]], device)
+    mode = model._decoding_for([args.gen_tokens])
+
+    def run(decoding: str, call, warm_up):
+        """``call`` timed with the given decoding loop, after ``warm_up`` (which compiles its shapes)."""
+        saved, model.decoding = model.decoding, decoding
+        try:
+            warm_up()
+            return timed(call, device)
+        finally:
+            model.decoding = saved
+
+    def batch(requests):
+        return lambda: model.generate(requests)
+
+    batched, t_batched = run(mode, batch(gen), batch(gen if mode != "eager" else gen[:1]))
+    naive = gen[: args.gen_naive]
+    alone, t_alone = run("eager", lambda: [model.generate([g])[0] for g in naive], batch(gen[:1]))
     same = all(a == b for a, b in zip(batched[: args.gen_naive], alone, strict=True))
 
     def floor_seconds(results) -> float:
@@ -124,25 +140,45 @@ def generation(model, args: SimpleNamespace) -> list[Figure]:
     def tokens(results) -> int:
         return sum(s.completion_tokens for r in results for s in r.samples)
 
+    def bandwidth_use(results, seconds: float) -> str:
+        return f"{100 * floor_seconds(results) / seconds:.0f}% bandwidth"
+
     section = f"generation: {args.gen_tokens}-token samples (copy bandwidth {bandwidth:.3g} GB/s measured)"
-    rate_alone, rate_batched = tokens(alone) / t_alone, tokens(batched) / t_batched
-    alone_floor = sum(floor_seconds([r]) for r in alone)
-    return [
+    loop = {"eager": "eager loop", "static": "static cache", "compiled": "compiled static cache"}
+    rate_batched = tokens(batched) / t_batched
+    figures = [
         Figure(
             section,
-            f"generation, batch of {args.gen_sequences}",
+            f"generation, batch of {args.gen_sequences}, {loop[mode]}",
             rate_batched,
             "tokens/s",
-            utilisation=f"{100 * floor_seconds(batched) / t_batched:.0f}% bandwidth",
-        ),
+            utilisation=bandwidth_use(batched, t_batched),
+        )
+    ]
+    if mode != "eager":
+        eager, t_eager = run("eager", batch(gen), batch(gen[:1]))
+        figures.append(
+            Figure(
+                section,
+                f"generation, batch of {args.gen_sequences}, eager loop",
+                tokens(eager) / t_eager,
+                "tokens/s",
+                ratio=rate_batched / (tokens(eager) / t_eager),
+                utilisation=bandwidth_use(eager, t_eager),
+                note=f"same samples as {loop[mode]}: {eager == batched}",
+            )
+        )
+    rate_alone = tokens(alone) / t_alone
+    figures.append(
         Figure(
             section,
-            "generation, one sequence at a time",
+            "generation, one sequence at a time, eager loop",
             rate_alone,
             "tokens/s",
             ratio=rate_batched / rate_alone,
             target=4,
-            utilisation=f"{100 * alone_floor / t_alone:.0f}% bandwidth",
+            utilisation=f"{100 * sum(floor_seconds([r]) for r in alone) / t_alone:.0f}% bandwidth",
             note=f"same samples as batched: {same}",
-        ),
-    ]
+        )
+    )
+    return figures

@@ -38,6 +38,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
+    parser.add_argument(
+        "--decoding",
+        default="auto",
+        choices=("auto", "eager", "static", "compiled"),
+        help="generation loop (auto: compiled static cache on a GPU for 64+ tokens, else eager)",
+    )
     parser.add_argument("--personas", type=int, default=16, help="panel for the fast ways")
     parser.add_argument("--naive-personas", type=int, default=2, help="panel for the slow ways")
     parser.add_argument("--tokens", type=int, default=400, help="backstory length in tokens")
@@ -73,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         from workload import open_model
 
         model = open_model(args.model, args.random_shape, args.device, args.dtype)
+        model.decoding = args.decoding
         card = (
             torch.cuda.get_device_name(model.device) if model.device.type == "cuda" else platform.processor()
         )

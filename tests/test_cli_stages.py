@@ -117,3 +117,28 @@ def test_stage_errors_are_one_line(tiny_folder, tmp_path):
     assert "run `anthology backstories`" in result.stderr.strip().splitlines()[-1]
     result = cli("ask", run, "--methods", "anthology-greedy,astrology", "--model", tiny_folder)
     assert result.returncode == 2 and "unknown method 'astrology'" in result.stderr
+
+
+def test_static_cache_decoding_from_the_cli_writes_the_same_backstories(tiny_folder, tmp_path):
+    """--decoding reaches the backend: the static-cache loop (with the interview's stop strings and a
+    seeded sample per persona) writes the eager loop's backstories."""
+    frames = {}
+    for decoding in ("eager", "static"):
+        run = str(tmp_path / decoding)
+        args = (
+            "-n",
+            "6",
+            "--max-tokens",
+            "40",
+            "--no-preamble",
+            "--min-tokens",
+            "1",
+            "--first-person",
+            "off",
+        )
+        ok(cli("backstories", run, "--model", tiny_folder, "--decoding", decoding, *args))
+        frames[decoding] = pd.read_parquet(f"{run}/backstories.parquet")
+    pd.testing.assert_frame_equal(frames["static"], frames["eager"])
+    assert frames["eager"]["text"].str.len().gt(0).all()
+    bad = cli("backstories", str(tmp_path / "bad"), "--model", tiny_folder, "--decoding", "fast")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr

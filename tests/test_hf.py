@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import warnings
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -142,7 +145,7 @@ def test_greedy_matches_transformers_generate(tiny_model, tiny_parts):
     prompts = ["I grew up in a small town", "What", "Question: How old are you?\n(A) 18-29"]
     ours = tiny_model.generate([GenerateRequest(p, max_tokens=15, temperature=0) for p in prompts])
     for prompt, result in zip(prompts, ours, strict=True):
-        ids = tokenizer(prompt, return_tensors="pt").to(model.device)
+        ids = tokenizer(prompt, return_tensors="pt", return_token_type_ids=False).to(model.device)
         out = model.generate(**ids, max_new_tokens=15, do_sample=False, pad_token_id=tokenizer.pad_token_id)
         expected = tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
         assert result.samples[0].text == expected
@@ -188,7 +191,7 @@ def test_identity_names_model_revision_dtype(tiny_model):
 
 
 def test_sampler_follows_softmax_and_top_p():
-    from anthology.models.hf import _sample
+    from anthology.models.decoding import sample_tokens as _sample
 
     logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, -3.0]])
     draws = 20_000
@@ -294,3 +297,98 @@ def test_group_larger_than_a_pack_repeats_its_prefix(tiny_model, tiny_parts):
             assert logprob == pytest.approx(
                 _reference_logprob(model, tokenizer, req.context, option), abs=1e-4
             )
+
+
+def _decoding_requests() -> list[GenerateRequest]:
+    return [
+        *_gen_requests(),
+        GenerateRequest("I grew up in", n=4, max_tokens=30, seed=3, stop=("e", "an")),
+        GenerateRequest("What", n=4, max_tokens=30, seed=4, stop=("\n", " the")),
+        GenerateRequest("Question: How old are you?", n=2, max_tokens=25, seed=5, temperature=0, stop=("o",)),
+    ]
+
+
+def _with_decoding(tiny_parts, decoding: str):
+    from anthology.models.hf import HFModel
+
+    model, tokenizer = tiny_parts
+    return HFModel(
+        "tiny-llama",
+        name="tiny-llama",
+        revision="test",
+        model=model,
+        tokenizer=tokenizer,
+        device=os.environ.get("ANTHOLOGY_TEST_DEVICE", "cpu"),
+        dtype="float32",
+        decoding=decoding,
+    )
+
+
+def _generate_strictly(model, requests):
+    """Generate with the fallback to the eager loop turned into an error, so the path under test ran."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        return model.generate(requests)
+
+
+def test_static_cache_decoding_gives_the_eager_loops_text(tiny_parts):
+    requests = _decoding_requests()
+    eager = _with_decoding(tiny_parts, "eager").generate(requests)
+    static = _generate_strictly(_with_decoding(tiny_parts, "static"), requests)
+    assert static == eager
+    finishes = {s.finish_reason for r in eager for s in r.samples}
+    assert finishes == {"stop", "length"}
+
+
+def test_static_cache_decoding_ends_rows_at_end_of_sequence(tiny_parts):
+    model, tokenizer = tiny_parts
+    request = GenerateRequest("I grew up in", n=6, max_tokens=20, seed=11)
+    [free] = _with_decoding(tiny_parts, "eager").generate([request])
+    # Make a token that the free samples produce mid-way an end-of-sequence token.
+    ids = tokenizer(free.samples[0].text, add_special_tokens=False)["input_ids"]
+    saved = model.generation_config.eos_token_id
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, ids[len(ids) // 2]]
+    try:
+        [eager] = _with_decoding(tiny_parts, "eager").generate([request])
+        [static] = _generate_strictly(_with_decoding(tiny_parts, "static"), [request])
+    finally:
+        model.generation_config.eos_token_id = saved
+    assert static == eager
+    assert any(s.finish_reason == "stop" and s.completion_tokens < 20 for s in eager.samples)
+
+
+@pytest.mark.slow
+def test_compiled_decoding_gives_the_eager_loops_text(tiny_parts):
+    requests = _decoding_requests()
+    eager = _with_decoding(tiny_parts, "eager").generate(requests)
+    assert _generate_strictly(_with_decoding(tiny_parts, "compiled"), requests) == eager
+
+
+def test_auto_decoding_is_eager_on_the_cpu_and_unknown_modes_are_refused(tiny_parts):
+    model = _with_decoding(tiny_parts, "auto")
+    assert model._decoding_for([512]) == ("compiled" if model.device.type == "cuda" else "eager")
+    assert model._decoding_for([8]) == "eager"
+    with pytest.raises(ValueError, match="unknown decoding 'fast'"):
+        _with_decoding(tiny_parts, "fast")
+
+
+def test_stop_marks_hold_every_token_that_completes_a_stop_string(tiny_parts):
+    """The static loop checks stop strings only after marked tokens: every step at which a stop string
+    first shows in the decoded tail must end in a marked token."""
+    from anthology.models.decoding import StopStrings
+
+    _, tokenizer = tiny_parts
+    stops = StopStrings(tokenizer, ["e", "an", " the", "\n", "ome"])
+    marks = stops.ending_tokens(len(tokenizer))
+    assert 0 < int(marks.sum()) < len(tokenizer)
+    rng = torch.Generator().manual_seed(0)
+    firsts = 0
+    for _ in range(300):
+        seq = torch.randint(0, len(tokenizer), (12,), generator=rng).tolist()
+        for stop in stops.stops:
+            hits = [stops.hit(seq[: i + 1], (stop,)) for i in range(len(seq))]
+            if True in hits:
+                first = hits.index(True)
+                firsts += 1
+                assert marks[seq[first]], (stop, tokenizer.decode(seq[: first + 1]))
+    assert firsts > 100

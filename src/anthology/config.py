@@ -37,6 +37,7 @@ class ModelSection(_Section):
     name: str = "gemma3-270m"
     device: str | None = None
     dtype: str | None = None
+    decoding: Literal["auto", "eager", "static", "compiled"] | None = None
     base_url: str | None = None
     api_key_env: str | None = None
     chat: bool = False

@@ -9,6 +9,13 @@ from typing import Any
 
 import click
 
+DECODING_OPTION = click.option(
+    "--decoding",
+    type=click.Choice(["auto", "eager", "static", "compiled"]),
+    help="Generation loop for local models: auto (a compiled static-cache step on a GPU for long "
+    "generations), eager, static or compiled.",
+)
+
 
 def executor_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Add the executor options; each is ``None`` unless given."""
@@ -58,6 +65,7 @@ def model_options(
             ),
             click.option("--device", help="Device for local models: auto, cpu, cuda, cuda:1 ..."),
             click.option("--dtype", help="dtype for local models: auto, float32, bfloat16, float16."),
+            DECODING_OPTION,
             click.option(
                 "--cache",
                 "cache_path",
@@ -76,6 +84,7 @@ def model_options(
             api_key_env: str | None,
             device: str | None,
             dtype: str | None,
+            decoding: str | None,
             cache_path: Path | None,
             no_cache: bool,
             executor: str | None,
@@ -92,6 +101,7 @@ def model_options(
                 "api_key_env": api_key_env,
                 "device": device,
                 "dtype": dtype,
+                "decoding": decoding,
                 "cache_path": cache_path,
                 "no_cache": no_cache,
                 "executor": {
@@ -127,7 +137,7 @@ def open_model(spec: dict[str, Any], *, default_cache: Path | None = None, progr
             "chat": spec["chat"] or None,
         }
     else:
-        backend = {"device": spec["device"], "dtype": spec["dtype"]}
+        backend = {"device": spec["device"], "dtype": spec["dtype"], "decoding": spec["decoding"]}
     executor = spec["executor"]
     chunking: dict[str, int] = {}
     if executor["kind"] == "ray":

@@ -8,7 +8,7 @@ from typing import Any
 import click
 from rich.console import Console
 
-from anthology.cli.common import executor_options
+from anthology.cli.common import DECODING_OPTION, executor_options
 
 
 @click.command()
@@ -29,6 +29,7 @@ from anthology.cli.common import executor_options
 @click.option("--api-key-env", help="Environment variable holding the API key.")
 @click.option("--device", help="Device for local models: auto, cpu, cuda ...")
 @click.option("--dtype", help="dtype for local models: auto, float32, bfloat16, float16.")
+@DECODING_OPTION
 @executor_options
 @click.option("--dry-run", is_flag=True, help="Print model calls, tokens and a time estimate; run nothing.")
 def run(config_file: Path | None, dry_run: bool, chat: bool | None, **flags: Any) -> None:
@@ -55,6 +56,7 @@ def run(config_file: Path | None, dry_run: bool, chat: bool | None, **flags: Any
         "model.api_key_env": flags["api_key_env"],
         "model.device": flags["device"],
         "model.dtype": flags["dtype"],
+        "model.decoding": flags["decoding"],
         "executor.kind": flags["executor"],
         "executor.address": flags["ray_address"],
         "executor.workers": flags["workers"],
@@ -86,6 +88,7 @@ def _open(config, run):  # the study's model factory
         "api_key_env": m.api_key_env,
         "device": m.device,
         "dtype": m.dtype,
+        "decoding": m.decoding,
         "cache_path": run.cache_path,
         "no_cache": False,
         "executor": config.executor.model_dump(),

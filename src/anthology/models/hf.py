@@ -1,11 +1,13 @@
 """Local Hugging Face transformers backend (CPU and CUDA).
 
-* Generation runs our own decoding loop rather than ``model.generate`` so that every sample draws its
-  random numbers from its own seed (a counter-based hash, Gumbel-max sampling): sample k of a request
-  is the same text whether it was generated alone or in a batch of 64, up to the rare token where
-  batched and single matmuls differ in the last bits. Prompts are left-padded; a prompt asked for n
-  samples is prefilled once and its KV cache repeated; finished rows leave the batch; stop strings
-  are checked per row.
+* Every sample draws its random numbers from its own seed (a counter-based hash, Gumbel-max sampling,
+  ``decoding.py``): sample k of a request is the same text whether it was generated alone or in a
+  batch of 64, up to the rare token where batched and single matmuls differ in the last bits.
+  Generation has two loops that give the same text. The eager loop (our own): prompts are
+  left-padded, a prompt asked for n samples is prefilled once and its KV cache repeated, finished
+  rows leave the batch, stop strings are checked per row. The static-cache loop (``hf_static.py``,
+  transformers' ``generate`` with a compiled step): fixed shapes, so the step runs as CUDA graphs;
+  ``decoding="auto"`` uses it on a GPU for generations of 64 tokens or more (backstories).
 * Option scoring finds the token prefix that requests share (one backstory, many questions) and packs
   the prefix once followed by every suffix into one sequence, with an attention mask that keeps the
   suffixes apart: one forward pass per backstory, no padding between questions of different lengths,
@@ -21,6 +23,7 @@ import hashlib
 import inspect
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,8 +44,11 @@ from anthology.models.base import (
     sample_seed,
     split_context_space,
 )
+from anthology.models.decoding import StopStrings, cut_at_stop, sample_tokens
 
 _TAIL_CHARS = 32  # context characters re-tokenised with an option to find the boundary tokens
+_DECODING = ("auto", "eager", "static", "compiled")
+_STATIC_MIN_TOKENS = 64  # auto decoding compiles only generations at least this long
 
 
 def _resolve_device(device: str) -> torch.device:
@@ -88,7 +94,9 @@ class HFModel:
     """A causal LM loaded with transformers, on CPU (fp32) or CUDA (bf16) by default.
 
     ``source`` is a local folder or a Hugging Face hub id (read from the local cache when offline);
-    ``gguf_file`` names a GGUF file inside that folder.
+    ``gguf_file`` names a GGUF file inside that folder. ``decoding`` is ``auto`` (compiled static-cache
+    decoding on a GPU for long generations, the eager loop otherwise), ``eager``, ``static`` (static
+    cache, eager step) or ``compiled`` (static cache, compiled step, on any device).
     """
 
     def __init__(
@@ -104,11 +112,16 @@ class HFModel:
         batch_tokens: int | None = None,
         share_prefix: bool = True,
         min_shared_prefix: int = 16,
+        decoding: str = "auto",
         model: Any = None,
         tokenizer: Any = None,
     ) -> None:
         self.device = _resolve_device(device)
         self.dtype = _resolve_dtype(dtype, self.device)
+        if decoding not in _DECODING:
+            raise ValueError(f"unknown decoding {decoding!r}: use {', '.join(_DECODING)}")
+        self.decoding = decoding
+        self._stop_marks: dict[tuple[str, ...], torch.Tensor] = {}
         self.share_prefix = share_prefix
         self.min_shared_prefix = min_shared_prefix
         on_gpu = self.device.type == "cuda"
@@ -301,15 +314,88 @@ class HFModel:
 
     # -- generation ----------------------------------------------------------------------------
 
+    def _decoding_for(self, budgets: list[int]) -> str:
+        """How a batch decodes: ``auto`` picks the compiled static-cache step on a GPU for long
+        generations, where the one-off compilation pays for itself, and the eager loop otherwise."""
+        if self.decoding == "auto":
+            long = max(budgets) >= _STATIC_MIN_TOKENS
+            return "compiled" if self.device.type == "cuda" and long else "eager"
+        return self.decoding
+
     @torch.inference_mode()
     def _generate_batch(self, rows: list[_Row], prompts: list[list[int]]) -> list[Sample]:
+        width = max(len(prompts[row.prompt]) for row in rows)
+        limit = self._caps.max_context
+        if limit is not None and width >= limit:
+            raise BackendError(f"prompt of {width} tokens does not fit the model's context of {limit} tokens")
+        budgets = [row.max_tokens if limit is None else min(row.max_tokens, limit - width) for row in rows]
+        stops = StopStrings(self.tokenizer, (s for row in rows for s in row.stop))
+        ended = None
+        mode = self._decoding_for(budgets)
+        if mode != "eager":
+            try:
+                ended = self._decode_static(rows, prompts, budgets, stops, compiled=mode == "compiled")
+            except torch.OutOfMemoryError:
+                raise
+            except Exception as exc:  # the static path is an optimisation: never lose the run to it
+                warnings.warn(
+                    f"{mode} decoding failed ({type(exc).__name__}: {exc}); decoding eagerly from now on "
+                    "(decoding='eager' skips the attempt)",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                self.decoding = "eager"
+        if ended is None:
+            ended = self._decode_eager(rows, prompts, budgets, stops)
+        samples = []
+        for row, (tokens, finish) in zip(rows, ended, strict=True):
+            text = cut_at_stop(self.tokenizer.decode(tokens, skip_special_tokens=True), row.stop)
+            samples.append(Sample(text=text, finish_reason=finish, completion_tokens=len(tokens)))
+        return samples
+
+    def _decode_static(
+        self,
+        rows: list[_Row],
+        prompts: list[list[int]],
+        budgets: list[int],
+        stops: StopStrings,
+        *,
+        compiled: bool,
+    ) -> list[tuple[list[int], str]]:
+        from anthology.models.hf_static import generate_static
+
+        marks = None
+        if stops.stops:
+            key = tuple(stops.stops)
+            if key not in self._stop_marks:
+                vocab = self.model.get_output_embeddings().weight.shape[0]
+                known = stops.ending_tokens(min(vocab, len(self.tokenizer)))
+                padded = torch.ones(vocab, dtype=torch.bool)  # ids past the tokenizer's vocabulary
+                padded[: len(known)] = known
+                self._stop_marks[key] = padded.to(self.device)
+            marks = self._stop_marks[key]
+        return generate_static(
+            self.model,
+            [prompts[row.prompt] for row in rows],
+            temps=[row.temperature for row in rows],
+            top_ps=[row.top_p for row in rows],
+            seeds=[row.seed for row in rows],
+            budgets=budgets,
+            row_stops=[row.stop for row in rows],
+            stops=stops,
+            marks=marks,
+            pad_id=self._pad_id,
+            eos_ids=self._eos_ids,
+            compiled=compiled,
+        )
+
+    def _decode_eager(
+        self, rows: list[_Row], prompts: list[list[int]], budgets: list[int], stops: StopStrings
+    ) -> list[tuple[list[int], str]]:
         dev = self.device
         unique = sorted({row.prompt for row in rows})
         slot = {p: s for s, p in enumerate(unique)}
         width = max(len(prompts[p]) for p in unique)
-        limit = self._caps.max_context
-        if limit is not None and width >= limit:
-            raise BackendError(f"prompt of {width} tokens does not fit the model's context of {limit} tokens")
         ids = torch.full((len(unique), width), self._pad_id, dtype=torch.long)
         mask = torch.zeros((len(unique), width), dtype=torch.long)
         for s, p in enumerate(unique):
@@ -333,17 +419,15 @@ class HFModel:
         next_pos = positions[pick, -1] + 1
 
         n = len(rows)
-        budgets = [row.max_tokens if limit is None else min(row.max_tokens, limit - width) for row in rows]
         temps = torch.tensor([row.temperature for row in rows], device=dev)
         top_ps = torch.tensor([row.top_p for row in rows], device=dev)
         seeds = torch.tensor([row.seed for row in rows], dtype=torch.int64, device=dev)
-        stop_window = self._stop_window(rows)
         generated: list[list[int]] = [[] for _ in range(n)]
-        finish: list[str | None] = [None] * n
+        finish = ["length"] * n
         active = list(range(n))  # batch slot -> row
         step = 0
         while active:
-            tokens = _sample(logits, temps, top_ps, seeds, step).tolist()
+            tokens = sample_tokens(logits, temps, top_ps, seeds, step).tolist()
             keep = []
             for b, r in enumerate(active):
                 tok = tokens[b]
@@ -351,11 +435,9 @@ class HFModel:
                     finish[r] = "stop"
                     continue
                 generated[r].append(tok)
-                if rows[r].stop and self._hit_stop(generated[r], rows[r].stop, stop_window):
+                if rows[r].stop and stops.hit(generated[r], rows[r].stop):
                     finish[r] = "stop"
-                elif len(generated[r]) >= budgets[r]:
-                    finish[r] = "length"
-                else:
+                elif len(generated[r]) < budgets[r]:
                     keep.append(b)
             step += 1
             if not keep:
@@ -378,30 +460,7 @@ class HFModel:
             cache = _kv_cache(out)
             logits = out.logits[:, -1, :].float()
             next_pos = next_pos + 1
-        samples = []
-        for r, row in enumerate(rows):
-            text = self.tokenizer.decode(generated[r], skip_special_tokens=True)
-            text = _cut_at_stop(text, row.stop)
-            samples.append(
-                Sample(
-                    text=text,
-                    finish_reason=finish[r] or "length",
-                    completion_tokens=len(generated[r]),
-                )
-            )
-        return samples
-
-    def _stop_window(self, rows: list[_Row]) -> int:
-        stops = {s for row in rows for s in row.stop}
-        longest = max(
-            (len(self.tokenizer(s, add_special_tokens=False)["input_ids"]) for s in stops),
-            default=0,
-        )
-        return longest + 4
-
-    def _hit_stop(self, generated: list[int], stop: tuple[str, ...], window: int) -> bool:
-        tail = self.tokenizer.decode(generated[-window:], skip_special_tokens=True)
-        return any(s in tail for s in stop)
+        return list(zip(generated, finish, strict=True))
 
     # -- scoring -------------------------------------------------------------------------------
 
@@ -580,64 +639,6 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     while i < n and a[i] == b[i]:
         i += 1
     return i
-
-
-_MASK64 = (1 << 64) - 1
-
-
-def _signed(value: int) -> int:
-    value &= _MASK64
-    return value - (1 << 64) if value >= 1 << 63 else value
-
-
-_GOLDEN, _MIX1, _MIX2 = _signed(0x9E3779B97F4A7C15), _signed(0xBF58476D1CE4E5B9), _signed(0x94D049BB133111EB)
-
-
-def _shift_right(x: torch.Tensor, bits: int) -> torch.Tensor:
-    """Logical right shift of int64 (torch shifts signed values arithmetically)."""
-    return (x >> bits) & ((1 << (64 - bits)) - 1)
-
-
-def _gumbel(seeds: torch.Tensor, step: int, vocab: int) -> torch.Tensor:
-    """Gumbel noise for every (row, token) at one decoding step, from a counter-based hash
-    (splitmix64) of the row's seed, the step and the token id: the same numbers on any device and in
-    any batch, with no random-generator state to carry."""
-    counter = torch.arange(vocab, device=seeds.device, dtype=torch.int64) + step * vocab
-    z = seeds[:, None] + (counter[None, :] + 1) * _GOLDEN
-    z = (z ^ _shift_right(z, 30)) * _MIX1
-    z = (z ^ _shift_right(z, 27)) * _MIX2
-    z = z ^ _shift_right(z, 31)
-    u = (_shift_right(z, 11).double() + 0.5) * 2.0**-53
-    return -torch.log(-torch.log(u))
-
-
-def _sample(
-    logits: torch.Tensor, temps: torch.Tensor, top_ps: torch.Tensor, seeds: torch.Tensor, step: int
-) -> torch.Tensor:
-    """One token per row by the Gumbel-max trick: argmax of logits / T plus the row's own noise.
-
-    Each row's result depends only on its own logits, parameters and seed, never on the other rows
-    in the batch. Unlike inverse-CDF sampling, whose cumulative sum over the vocabulary lets tiny
-    float differences (batched vs single matmuls) move the sampled token, the argmax only changes
-    when two perturbed scores are within that difference. Temperature 0 is greedy; top_p masks the
-    tokens outside the nucleus.
-    """
-    greedy = temps <= 0
-    scaled = logits.double() / torch.where(greedy, torch.ones_like(temps), temps).double()[:, None]
-    nucleus = top_ps < 1
-    if nucleus.any():
-        probs = torch.softmax(scaled[nucleus], dim=-1)
-        sorted_p, order = probs.sort(dim=-1, descending=True)
-        outside = (sorted_p.cumsum(-1) - sorted_p) > top_ps[nucleus, None]
-        drop = torch.zeros_like(outside).scatter(1, order, outside)
-        scaled[nucleus] = scaled[nucleus].masked_fill(drop, float("-inf"))
-    tokens = (scaled + _gumbel(seeds, step, logits.shape[-1])).argmax(-1)
-    return torch.where(greedy, logits.argmax(-1), tokens)
-
-
-def _cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
-    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
-    return text if cut < 0 else text[:cut]
 
 
 def _pad_id(tokenizer: Any) -> int:

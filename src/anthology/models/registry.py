@@ -24,7 +24,7 @@ from anthology.models.base import LanguageModel
 from anthology.models.presets import PRESETS, materialize
 
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
-_LOCAL_OPTIONS = {"device", "dtype", "batch_size", "batch_tokens", "share_prefix", "revision"}
+_LOCAL_OPTIONS = {"device", "dtype", "batch_size", "batch_tokens", "share_prefix", "decoding", "revision"}
 _HTTP_OPTIONS = {
     "base_url",
     "api_key_env",
@@ -41,8 +41,9 @@ def load_model(spec: str, **options: Any) -> LanguageModel:
     """Resolve a model name (see the module docstring) to a loaded backend.
 
     ``options`` are passed to the backend: for local models ``device``, ``dtype``, ``batch_size``,
-    ``batch_tokens``, ``share_prefix``, ``revision``; for servers ``base_url``, ``api_key_env``,
-    ``chat``, ``concurrency``, ``timeout``, ``max_retries``, ``top_logprobs``, ``max_context``.
+    ``batch_tokens``, ``share_prefix``, ``decoding``, ``revision``; for servers ``base_url``,
+    ``api_key_env``, ``chat``, ``concurrency``, ``timeout``, ``max_retries``, ``top_logprobs``,
+    ``max_context``.
     """
     options = {k: v for k, v in options.items() if v is not None}
     if spec.startswith("openai:"):
