@@ -111,7 +111,7 @@ def generation(model, args: SimpleNamespace) -> list[Figure]:
         GenerateRequest(INTERVIEW, n=1, first_sample=i, max_tokens=args.gen_tokens, seed=0)
         for i in range(args.gen_sequences)
     ]
-    mode = model._decoding_for([args.gen_tokens])
+    mode = model._decoding_for([len(model.tokenizer(INTERVIEW)["input_ids"])], [args.gen_tokens])
 
     def run(decoding: str, call, warm_up):
         """``call`` timed with the given decoding loop, after ``warm_up`` (which compiles its shapes)."""

@@ -331,7 +331,11 @@ def _generate_strictly(model, requests):
         return model.generate(requests)
 
 
-def test_static_cache_decoding_gives_the_eager_loops_text(tiny_parts):
+@pytest.mark.parametrize("architecture", ["llama", "gemma3-sliding-window"])
+def test_static_cache_decoding_gives_the_eager_loops_text(tiny_parts, architecture):
+    _, tokenizer = tiny_parts
+    if architecture.startswith("gemma3"):  # generations run far past its 8-token window
+        tiny_parts = (_tiny_gemma3(tokenizer), tokenizer)
     requests = _decoding_requests()
     eager = _with_decoding(tiny_parts, "eager").generate(requests)
     static = _generate_strictly(_with_decoding(tiny_parts, "static"), requests)
@@ -366,8 +370,10 @@ def test_compiled_decoding_gives_the_eager_loops_text(tiny_parts):
 
 def test_auto_decoding_is_eager_on_the_cpu_and_unknown_modes_are_refused(tiny_parts):
     model = _with_decoding(tiny_parts, "auto")
-    assert model._decoding_for([512]) == ("compiled" if model.device.type == "cuda" else "eager")
-    assert model._decoding_for([8]) == "eager"
+    on_gpu = model.device.type == "cuda"
+    assert model._decoding_for([40, 40], [512, 512]) == ("compiled" if on_gpu else "eager")
+    assert model._decoding_for([40, 40], [8, 8]) == "eager"
+    assert model._decoding_for([600] * 40, [128] * 40) == "eager"  # 40 samples of one backstory
     with pytest.raises(ValueError, match="unknown decoding 'fast'"):
         _with_decoding(tiny_parts, "fast")
 

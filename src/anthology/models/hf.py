@@ -7,7 +7,7 @@
   left-padded, a prompt asked for n samples is prefilled once and its KV cache repeated, finished
   rows leave the batch, stop strings are checked per row. The static-cache loop (``hf_static.py``,
   transformers' ``generate`` with a compiled step): fixed shapes, so the step runs as CUDA graphs;
-  ``decoding="auto"`` uses it on a GPU for generations of 64 tokens or more (backstories).
+  ``decoding="auto"`` uses it on a GPU for long generations from short prompts (backstories).
 * Option scoring finds the token prefix that requests share (one backstory, many questions) and packs
   the prefix once followed by every suffix into one sequence, with an attention mask that keeps the
   suffixes apart: one forward pass per backstory, no padding between questions of different lengths,
@@ -94,9 +94,10 @@ class HFModel:
     """A causal LM loaded with transformers, on CPU (fp32) or CUDA (bf16) by default.
 
     ``source`` is a local folder or a Hugging Face hub id (read from the local cache when offline);
-    ``gguf_file`` names a GGUF file inside that folder. ``decoding`` is ``auto`` (compiled static-cache
-    decoding on a GPU for long generations, the eager loop otherwise), ``eager``, ``static`` (static
-    cache, eager step) or ``compiled`` (static cache, compiled step, on any device).
+    ``gguf_file`` names a GGUF file inside that folder. ``decoding`` is ``auto`` (compiled
+    static-cache decoding on a GPU for long generations from short prompts, the eager loop
+    otherwise), ``eager``, ``static`` (static cache, eager step) or ``compiled`` (static cache,
+    compiled step, on any device).
     """
 
     def __init__(
@@ -314,12 +315,16 @@ class HFModel:
 
     # -- generation ----------------------------------------------------------------------------
 
-    def _decoding_for(self, budgets: list[int]) -> str:
-        """How a batch decodes: ``auto`` picks the compiled static-cache step on a GPU for long
-        generations, where the one-off compilation pays for itself, and the eager loop otherwise."""
+    def _decoding_for(self, prompt_lengths: list[int], budgets: list[int]) -> str:
+        """How a batch decodes. ``auto`` picks the compiled static-cache step on a GPU for long
+        generations from short prompts (backstories), where the one-off compilation pays for itself;
+        the static loop prefills every sample, so many samples of one long prompt (the paper's 40
+        answers per demographic question) stay with the eager loop, which prefills it once."""
         if self.decoding == "auto":
-            long = max(budgets) >= _STATIC_MIN_TOKENS
-            return "compiled" if self.device.type == "cuda" and long else "eager"
+            longest = max(budgets)
+            short_prompts = sum(prompt_lengths) <= longest * len(prompt_lengths)
+            worth_it = self.device.type == "cuda" and longest >= _STATIC_MIN_TOKENS and short_prompts
+            return "compiled" if worth_it else "eager"
         return self.decoding
 
     @torch.inference_mode()
@@ -331,7 +336,7 @@ class HFModel:
         budgets = [row.max_tokens if limit is None else min(row.max_tokens, limit - width) for row in rows]
         stops = StopStrings(self.tokenizer, (s for row in rows for s in row.stop))
         ended = None
-        mode = self._decoding_for(budgets)
+        mode = self._decoding_for([len(prompts[row.prompt]) for row in rows], budgets)
         if mode != "eager":
             try:
                 ended = self._decode_static(rows, prompts, budgets, stops, compiled=mode == "compiled")
