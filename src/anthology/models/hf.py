@@ -49,6 +49,7 @@ from anthology.models.decoding import StopStrings, cut_at_stop, sample_tokens
 _TAIL_CHARS = 32  # context characters re-tokenised with an option to find the boundary tokens
 _DECODING = ("auto", "eager", "static", "compiled")
 _STATIC_MIN_TOKENS = 64  # auto decoding compiles only generations at least this long
+_OPTION_MEMO = 65_536  # (context tail, options) pairs whose option tokens are remembered
 
 
 def _resolve_device(device: str) -> torch.device:
@@ -123,6 +124,7 @@ class HFModel:
             raise ValueError(f"unknown decoding {decoding!r}: use {', '.join(_DECODING)}")
         self.decoding = decoding
         self._stop_marks: dict[tuple[str, ...], torch.Tensor] = {}
+        self._option_memo: dict[tuple[str, tuple[str, ...]], list[list[int]]] = {}
         self.share_prefix = share_prefix
         self.min_shared_prefix = min_shared_prefix
         on_gpu = self.device.type == "cuda"
@@ -177,7 +179,9 @@ class HFModel:
 
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
         check_requests(self, "generate", requests)
-        prompts = [self._encode_prompt(r.prompt) for r in requests]
+        prompts = self._encode_texts([self._render(r.prompt) for r in requests])
+        if not all(prompts):
+            raise BackendError("empty prompt: give the model some text to continue")
         rows: list[_Row] = []
         owners: list[tuple[int, int]] = []  # unit -> (request, sample index)
         for i, r in enumerate(requests):
@@ -210,8 +214,7 @@ class HFModel:
         contexts: list[list[int]] = []
         rows: dict[tuple[int, ...], int] = {}  # row tokens -> row index
         targets: list[list[tuple[int, int, list[int]]]] = []  # per request: (option, row, tokens)
-        for r in requests:
-            ctx_ids, conts = self._encode_options(r.context, r.options)
+        for ctx_ids, conts in self._encode_options(requests):
             contexts.append(ctx_ids)
             # An option's row (context + all but its last token) that is a prefix of another option's
             # row is read off that longer row: " A" needs the logits after the context, which the
@@ -251,33 +254,60 @@ class HFModel:
         )
         return text, False
 
-    def _encode_prompt(self, prompt: Prompt) -> list[int]:
-        text, special = self._render(prompt)
-        ids = self.tokenizer(text, add_special_tokens=special)["input_ids"]
-        if not ids:
-            raise BackendError("empty prompt: give the model some text to continue")
-        return list(ids)
+    def _encode_options(self, requests: Sequence[ScoreRequest]) -> list[tuple[list[int], list[list[int]]]]:
+        """Each request's context tokens and its options' continuation tokens.
 
-    def _encode_options(self, context: Prompt, options: Sequence[str]) -> tuple[list[int], list[list[int]]]:
-        text, special = self._render(context)
-        if isinstance(context, str):
-            text, options = split_context_space(text, options)
-        ctx_ids = list(self.tokenizer(text, add_special_tokens=special)["input_ids"])
-        # Tokenise only the context's tail together with each option: tokens can merge across the
-        # boundary, and re-tokenising a 2,000-token backstory per option would dominate the cost.
-        tail = text[-_TAIL_CHARS:]
+        Contexts are tokenised in one batch call. Only the context's tail is tokenised together with
+        each option (tokens can merge across the boundary, and re-tokenising a 2,000-token backstory
+        per option would dominate the cost); a tail and its options recur across personas (the end of
+        the same question), so their tokens are remembered.
+        """
+        rendered = []
+        for r in requests:
+            text, special = self._render(r.context)
+            options = r.options
+            if isinstance(r.context, str):
+                text, options = split_context_space(text, options)
+            rendered.append((text, special, tuple(options)))
+        contexts = self._encode_texts([(text, special) for text, special, _ in rendered])
+        return [
+            (ctx_ids, self._option_tokens(text[-_TAIL_CHARS:], options))
+            for ctx_ids, (text, _, options) in zip(contexts, rendered, strict=True)
+        ]
+
+    def _encode_texts(self, texts: list[tuple[str, bool]]) -> list[list[int]]:
+        """Token ids of (text, add special tokens) pairs, one tokenizer call per flag."""
+        out: list[list[int]] = [[] for _ in texts]
+        for special in (True, False):
+            which = [i for i, (_, s) in enumerate(texts) if s == special]
+            if which:
+                encoded = self.tokenizer([texts[i][0] for i in which], add_special_tokens=special)[
+                    "input_ids"
+                ]
+                for i, ids in zip(which, encoded, strict=True):
+                    out[i] = list(ids)
+        return out
+
+    def _option_tokens(self, tail: str, options: tuple[str, ...]) -> list[list[int]]:
+        key = (tail, options)
+        conts = self._option_memo.get(key)
+        if conts is not None:
+            return conts
         tail_ids = self.tokenizer(tail, add_special_tokens=False)["input_ids"]
+        joint = self.tokenizer([tail + option for option in options], add_special_tokens=False)["input_ids"]
         conts = []
-        for option in options:
-            joint = self.tokenizer(tail + option, add_special_tokens=False)["input_ids"]
-            if joint[: len(tail_ids)] == tail_ids and len(joint) > len(tail_ids):
-                cont = list(joint[len(tail_ids) :])
+        for option, ids in zip(options, joint, strict=True):
+            if ids[: len(tail_ids)] == tail_ids and len(ids) > len(tail_ids):
+                cont = list(ids[len(tail_ids) :])
             else:
                 cont = list(self.tokenizer(option, add_special_tokens=False)["input_ids"])
             if not cont:
                 raise BackendError(f"option {option!r} encodes to no tokens")
             conts.append(cont)
-        return ctx_ids, conts
+        if len(self._option_memo) >= _OPTION_MEMO:
+            self._option_memo.clear()
+        self._option_memo[key] = conts
+        return conts
 
     # -- batching ------------------------------------------------------------------------------
 
