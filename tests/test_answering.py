@@ -279,6 +279,32 @@ def test_expected_distribution_is_the_mean_of_member_probabilities(context):
         assert all(sum(p) == pytest.approx(1.0) for p in group["probabilities"])
 
 
+@pytest.mark.parametrize("context", ["independent", "sequential"])
+@pytest.mark.parametrize("mode", ["sample", "logprob"])
+def test_a_large_panel_answers_in_blocks_of_members_with_the_same_answers(monkeypatch, context, mode):
+    """The panel is asked a block of whole members at a time (never all its prompts at once), and the
+    answers and distributions are those of one block."""
+    import anthology.method.answering as answering
+
+    config = AskConfig(context=context, mode=mode)
+    people = pd.concat([panel(5, method="a"), panel(4, method="b")], ignore_index=True)
+
+    def run() -> tuple[FakeModel, pd.DataFrame, pd.DataFrame]:
+        fake = FakeModel(reply=lambda prompt, k: " (B)" if k else "no idea", scores=_hashed_scores)
+        return fake, *ask(fake, people, QUESTIONS, seed=4, config=config)
+
+    whole_fake, whole, whole_dists = run()
+    monkeypatch.setattr(answering, "BLOCK_REQUESTS", 9)  # 4 members (2 questions each) per block
+    fake, blocked, dists = run()
+    pd.testing.assert_frame_equal(blocked, whole)
+    pd.testing.assert_frame_equal(dists, whole_dists)
+    batches = fake.scored if mode == "logprob" else fake.generated
+    whole_batches = whole_fake.scored if mode == "logprob" else whole_fake.generated
+    assert max(len(b) for b in whole_batches) == (18 if context == "independent" else 9)
+    assert max(len(b) for b in batches) == (8 if context == "independent" else 4)
+    assert sum(len(b) for b in batches) == sum(len(b) for b in whole_batches)
+
+
 def test_draws_are_reproducible_and_independent_of_panel_order_and_batch():
     config = AskConfig(mode="logprob")
     people = pd.concat([panel(10, method="a"), panel(10, method="b")], ignore_index=True)

@@ -204,6 +204,50 @@ def test_demographics_sample_and_logprob_agree_on_a_known_answer():
     assert (table["top_agreement"] == 1.0).all()
 
 
+class CountingModel(ScriptedModel):
+    """A scripted model that records how many requests each call gets."""
+
+    def __init__(self, target: dict[str, str]) -> None:
+        super().__init__(target)
+        self.sizes: list[int] = []
+
+    def generate(self, requests):
+        self.sizes.append(len(requests))
+        return super().generate(requests)
+
+    def score(self, requests):
+        self.sizes.append(len(requests))
+        return super().score(requests)
+
+
+@pytest.mark.parametrize("mode", ["sample", "logprob"])
+def test_demographics_run_in_blocks_of_personas_with_the_same_result(monkeypatch, mode):
+    """A large pool is surveyed a block of whole personas at a time, never all its prompts at once."""
+    import anthology.method.demographics as demographics
+
+    target = {"age": "30-49", "gender": "Male"}
+    stories = pd.DataFrame(
+        {
+            "persona_id": [f"p{i}" for i in range(7)],
+            "style": "completion",
+            "context": [f"Question: Tell me about yourself.\n\nAnswer: I am number {i}." for i in range(7)],
+            "kept": [True] * 6 + [False],
+        }
+    )
+    config = DemographicsConfig(mode=mode, samples=3, traits=("age", "gender", "party"))
+    whole_model = CountingModel(
+        {CANONICAL_TRAITS[k].question.split("{")[0][:25]: v for k, v in target.items()}
+    )
+    whole = survey_demographics(whole_model, stories, seed=2, config=config)
+    assert whole_model.sizes == [18]  # 6 kept personas x 3 traits, one call
+    monkeypatch.setattr(demographics, "BLOCK_REQUESTS", 7)  # two personas (6 prompts) per block
+    blocked_model = CountingModel(whole_model.target)
+    blocked = survey_demographics(blocked_model, stories, seed=2, config=config)
+    assert blocked_model.sizes == [6, 6, 6]
+    pd.testing.assert_frame_equal(blocked, whole)
+    assert blocked["persona_id"].nunique() == 6 and len(blocked) == len(whole)
+
+
 # -- matching -----------------------------------------------------------------------------------
 
 
@@ -298,6 +342,32 @@ def test_pruning_grows_k_until_a_full_matching_exists():
     assert result.solver == "top-2 pruned" and result.k == 2
     assert list(result.chosen) == [1, 0]  # 0.3 + 0.45, the optimum
     assert list(match(tables, "max-weight").chosen) == [1, 0]
+
+
+@pytest.mark.parametrize("objective", ["weight", "log"])
+def test_pruning_stops_growing_k_at_its_edge_budget_and_completes_with_spare_edges(objective):
+    """Personas that all answer nearly alike (a weak model) rank the same few first for every profile,
+    so k would double towards the number of humans (65,000 x 100,000 ran out of 24 GB that way); past
+    its edge budget the search stops and each human left out gets a spare edge to a free persona."""
+    from anthology.method.matching import EDGE_BYTES
+
+    rng = np.random.default_rng(5)
+    tables = []
+    for k in range(2):
+        personas = rng.dirichlet(np.ones(3)) + 1e-3 * rng.random((200, 3))
+        tables.append(table(personas / personas.sum(axis=1, keepdims=True), rng.integers(0, 3, 150), f"t{k}"))
+    exact = match(tables, "max-weight", objective=objective)
+    grown = match(tables, "max-weight", objective=objective, memory=0, candidates=1)
+    assert grown.k >= 16 and "spare" not in grown.solver  # unbounded: k doubles and doubles
+    budget = 150 * 2 * EDGE_BYTES - 1  # k = 2 would not fit: stop at k = 1
+    capped = match(tables, "max-weight", objective=objective, memory=0, candidates=1, edge_memory=budget)
+    assert capped.k == 1 and re.fullmatch(r"top-1 pruned, \d+ spare edges", capped.solver)
+    assert len(set(capped.chosen)) == 150
+    if objective == "weight":
+        gap = 1 - np.exp(capped.log_weight).sum() / np.exp(exact.log_weight).sum()
+    else:
+        gap = (exact.log_weight.sum() - capped.log_weight.sum()) / abs(exact.log_weight.sum())
+    assert 0 <= gap < 1e-3
 
 
 def test_greedy_is_the_float64_argmax_on_a_realistic_instance():

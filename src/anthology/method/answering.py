@@ -16,6 +16,9 @@ Each question is put after the panel member's context as the paper's block::
 * ``context="sequential"`` (the paper): the member's answer is appended (completion: `` (B) About right``
   after ``Answer:``; chat: an assistant turn) before the next question. Question k is asked of every
   member in one batch, then question k+1, so the model sees one batch per question (per resampling round).
+  Members answer in blocks of whole members (about :data:`BLOCK_REQUESTS` prompts each), so that a large
+  panel never holds all its prompts at once; a panel of up to ``BLOCK_REQUESTS // questions`` members is
+  one block.
 * ``context="independent"``: every question sees only the member's own context, so all of a member's
   questions share that prefix; they are sent in one batch.
 * ``mode="sample"`` (the paper): one answer per question at temperature 1.0, parsed by option letter or
@@ -68,6 +71,9 @@ ANSWER_COLUMNS = (
     "coverage",
 )
 DISTRIBUTION_COLUMNS = ("method", "question_id", "position", "option", "probability", "source")
+#: About how many prompts are built and answered at a time (whole members: all their questions), or
+#: four of the model's cache chunks where that is more (Ray: 512 per worker).
+BLOCK_REQUESTS = 16_384
 
 
 @dataclass(frozen=True)
@@ -160,7 +166,39 @@ def ask(
     (method, respondent_id, question_id) with the canonical ``position`` (see :data:`ANSWER_COLUMNS`),
     and the per-method answer distributions (see :func:`distributions`)."""
     config = config or AskConfig()
-    members = _members(panel, questionnaire, seed, config)
+    _check_panel(panel)
+    # Members answer in blocks of about BLOCK_REQUESTS prompts: a block's members, prompts, requests
+    # and replies are dropped once its answers are rows, so memory does not grow with panel x
+    # questions (65,000 respondents x 8 methods x 18 questions would be 9.4 million prompts at once).
+    step = max(1, max(BLOCK_REQUESTS, 4 * getattr(model, "chunk_size", 0)) // max(1, len(questionnaire)))
+    column = {q: i for i, q in enumerate(questionnaire.ids)}
+    blocks = [
+        _ask_block(
+            model,
+            _members(panel.iloc[start : start + step], questionnaire, seed, config),
+            questionnaire,
+            column,
+            seed,
+            config,
+        )
+        for start in range(0, len(panel), step)
+    ]
+    if len(blocks) == 1:
+        answers = blocks[0]
+    else:
+        answers = pd.concat(blocks, ignore_index=True) if blocks else _answers_frame([])
+    return answers, distributions(answers, questionnaire)
+
+
+def _ask_block(
+    model: LanguageModel,
+    members: list[_Member],
+    questionnaire: Questionnaire,
+    column: dict[str, int],
+    seed: int,
+    config: AskConfig,
+) -> pd.DataFrame:
+    """The answers of some members, one row per (member, question), members in order."""
     if config.context == "independent":
         jobs = [_job(m, questionnaire[q], k, seed, config) for m in members for k, q in enumerate(m.order)]
         pairs = list(zip(jobs, _answer(model, jobs, config), strict=True))
@@ -173,17 +211,18 @@ def ask(
                     job.member.context = _with_answer(job.prompt, reply.said)
                 pairs.append((job, reply))
     rank = {id(m): i for i, m in enumerate(members)}
-    column = {q: i for i, q in enumerate(questionnaire.ids)}
     pairs.sort(key=lambda p: (rank[id(p[0].member)], column[p[0].question.id]))
-    answers = pd.DataFrame([_row(job, reply) for job, reply in pairs], columns=list(ANSWER_COLUMNS))
+    return _answers_frame([_row(job, reply) for job, reply in pairs])
+
+
+def _answers_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    answers = pd.DataFrame(rows, columns=list(ANSWER_COLUMNS))
     answers["position"] = answers["position"].astype("Int64")
     answers["coverage"] = answers["coverage"].astype(float)
-    return answers, distributions(answers, questionnaire)
+    return answers
 
 
-def _members(
-    panel: pd.DataFrame, questionnaire: Questionnaire, seed: int, config: AskConfig
-) -> list[_Member]:
+def _check_panel(panel: pd.DataFrame) -> None:
     missing = [c for c in PANEL_COLUMNS if c not in panel.columns]
     if missing:
         raise ConfigError(f"the panel lacks the column(s) {missing}; it needs {list(PANEL_COLUMNS)}")
@@ -194,10 +233,17 @@ def _members(
             f"the panel has respondent {row['respondent_id']!r} twice under method {row['method']!r}; "
             "each (method, respondent_id) answers once"
         )
+    styles = panel["style"]
+    bad = styles[~styles.isin(("completion", "chat"))]
+    if len(bad):
+        raise ConfigError(f"panel style must be 'completion' or 'chat', got {bad.iloc[0]!r}")
+
+
+def _members(
+    panel: pd.DataFrame, questionnaire: Questionnaire, seed: int, config: AskConfig
+) -> list[_Member]:
     members = []
     for row in panel.itertuples(index=False):
-        if row.style not in ("completion", "chat"):
-            raise ConfigError(f"panel style must be 'completion' or 'chat', got {row.style!r}")
         order = questionnaire.ids
         if config.shuffle_questions:
             key = (seed, row.method, row.respondent_id)

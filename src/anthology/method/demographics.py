@@ -39,6 +39,9 @@ from anthology.surveys.traits import CANONICAL_TRAITS
 
 Mode = Literal["sample", "logprob"]
 NUMERIC_TRAITS = frozenset({"age", "income"})
+#: About how many prompts are built and answered at a time (whole personas: all their traits), or
+#: four of the model's cache chunks where that is more (Ray: 512 per worker).
+BLOCK_REQUESTS = 16_384
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,23 @@ def survey_demographics(
     the (persona, trait)'s ``noncompliant`` share, ``mode`` and ``swapped``."""
     config = config or DemographicsConfig()
     kept = backstories[backstories["kept"]] if "kept" in backstories else backstories
+    # Personas in blocks of about BLOCK_REQUESTS prompts: a block's prompts and replies are dropped once
+    # its rows are a frame (100,000 backstories x 8 traits would be 800,000 prompts, each holding its
+    # backstory, and 6.5 million row dicts at once).
+    step = max(1, max(BLOCK_REQUESTS, 4 * getattr(model, "chunk_size", 0)) // max(1, len(config.traits)))
+    frames = [
+        _survey_block(model, kept.iloc[start : start + step], seed, config)
+        for start in range(0, len(kept), step)
+    ]
+    if len(frames) == 1:
+        return frames[0]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _survey_block(
+    model: LanguageModel, kept: pd.DataFrame, seed: int, config: DemographicsConfig
+) -> pd.DataFrame:
+    """The tidy rows of some personas (see :func:`survey_demographics`)."""
     jobs = []  # (persona_id, trait, prompt, asked options, swapped)
     for row in kept.itertuples():
         context = context_prompt(row.style, row.context)

@@ -28,6 +28,14 @@ random only the pairs it drew: none of them holds the humans x personas matrix. 
   personas. When the candidates admit no full matching, k doubles and the search reruns; at
   k = n_personas it is exact. It holds the edges and one block: the whole matching stage for 65,000
   humans x 100,000 personas peaks at 1.25 GiB, where the dense matrix alone would take 48 GiB.
+  k stops doubling where the next k's edges would pass ``EDGE_MEMORY`` (4 GiB at ``EDGE_BYTES`` each;
+  k <= 512 for 65,000 humans): personas that all answer nearly alike (a weak model) put the same few
+  first in every profile's list, and k would otherwise grow towards the number of humans (a random
+  model's 100,000 personas for 65,000 humans peaked at 16 GiB by k = 2,048, then ran out of 24 GB).
+  Then each human that a maximum matching of the candidates leaves out gets one spare edge to a persona
+  it leaves free, profile by profile, the best free ones first (solver ``top-k pruned, N spare
+  edges``), and the assignment is optimal over the candidates and spare edges (that pool: k = 512,
+  39,930 spare edges; the whole matching stage 326 s, 4.6 GiB peak; benchmarks/scale_memory.py).
 
   What pruning costs in optimality, measured on synthetic 8-trait instances (benchmarks/
   matching_speed.py; relative loss of total weight against the exact solution): none at 2,348 humans x
@@ -55,6 +63,8 @@ Objective = Literal["weight", "log"]
 METHODS: tuple[Method, ...] = ("greedy", "max-weight", "random")
 MEMORY_BUDGET = 2 * 2**30  # bytes: max-weight's dense n_humans x n_personas float64 matrix must fit
 CANDIDATES = 32  # k of top-k pruning: a profile with c humans keeps its best c + k - 1 personas
+EDGE_MEMORY = 4 * 2**30  # bytes: pruned max-weight's candidate edges; k stops doubling there
+EDGE_BYTES = 128  # peak bytes per candidate edge (edges, log-weights, sparse graphs, the solvers)
 BLOCK_BYTES = 4 * 2**20  # one streamed block of the weight matrix
 
 
@@ -277,22 +287,71 @@ def _candidates(
 
 
 def _pruned_assignment(
-    logs: Sequence[np.ndarray], codes: np.ndarray, objective: Objective, k: int
-) -> tuple[np.ndarray, int]:
+    logs: Sequence[np.ndarray], codes: np.ndarray, objective: Objective, k: int, edge_memory: int
+) -> tuple[np.ndarray, int, int]:
     """Optimal assignment among top-k candidates (sparse LAPJV), doubling k until the candidates admit
-    a full matching; returns the persona per human and the k that ran."""
+    a full matching or the next k's edges would pass ``edge_memory`` bytes; in that case each human the
+    candidates leave unmatched also gets one spare edge (:func:`_spare_edges`), which makes a full
+    matching exist. Returns the persona per human, the k that ran and the number of spare edges."""
     from scipy.sparse import csr_array
     from scipy.sparse.csgraph import maximum_bipartite_matching, min_weight_full_bipartite_matching
 
     n_humans, n_personas = len(codes), logs[0].shape[1]
     while True:
         rows, cols, log_w = _candidates(logs, codes, k)
+        last = k >= n_personas or n_humans * min(2 * k, n_personas) * EDGE_BYTES > edge_memory
+        # Fewer distinct candidate personas than humans admit no full matching: skip the search.
+        if not last and len(np.unique(cols)) < n_humans:
+            k = min(2 * k, n_personas)
+            continue
+        pattern = csr_array((np.ones(len(rows)), (rows, cols)), shape=(n_humans, n_personas))
+        matched = maximum_bipartite_matching(pattern, perm_type="column")
+        del pattern
+        spare = 0
+        if (matched < 0).any():
+            if not last:
+                k = min(2 * k, n_personas)  # at k = n_personas every human may take any rank from its own on
+                continue
+            extra_rows, extra_cols = _spare_edges(logs, codes, rows, cols, matched)
+            spare = len(extra_rows)
+            rows, cols = np.concatenate([rows, extra_rows]), np.concatenate([cols, extra_cols])
+            log_w = np.concatenate([log_w, _pair_log_weights(logs, codes[extra_rows], extra_cols)])
         gains = _gains(log_w, objective)
         # The solver minimises and takes a stored zero for a missing edge: costs shifted into [1, ...).
         graph = csr_array((gains.max() - gains + 1.0, (rows, cols)), shape=(n_humans, n_personas))
-        if (maximum_bipartite_matching(graph, perm_type="column") >= 0).all():
-            return min_weight_full_bipartite_matching(graph)[1], k
-        k = min(2 * k, n_personas)  # at k = n_personas every human may take any rank from its own on
+        del rows, cols, log_w, gains
+        return min_weight_full_bipartite_matching(graph)[1], k, spare
+
+
+def _spare_edges(
+    logs: Sequence[np.ndarray], codes: np.ndarray, rows: np.ndarray, cols: np.ndarray, matched: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """One edge for each human a maximum matching of the candidates leaves out, to a persona it leaves
+    free, so that a full matching exists: profile by profile (most such humans first), each takes the
+    best personas still free for it. Edges the candidates already hold are left out."""
+    n_personas = logs[0].shape[1]
+    humans = np.flatnonzero(matched < 0)
+    free = np.ones(n_personas, dtype=bool)
+    free[matched[matched >= 0]] = False
+    free_ids = np.flatnonzero(free)  # at least len(humans): one-to-one, and personas >= humans
+    sub = [log[:, free_ids] for log in logs]
+    profiles, inverse, counts = _profiles(codes[humans])
+    members = np.argsort(inverse, kind="stable")  # humans, profile by profile
+    starts = np.r_[0, np.cumsum(counts)]
+    order = np.argsort(-counts, kind="stable")
+    taken = np.zeros(len(free_ids), dtype=bool)
+    spare = np.empty(len(humans), dtype=np.int64)
+    step = _block_rows(len(free_ids))
+    for start in range(0, len(order), step):
+        chunk = order[start : start + step]
+        for p, row in zip(chunk, _block(sub, profiles[chunk]), strict=True):
+            row[taken] = np.nan  # partitioned last: there are always enough free personas before them
+            picks = np.argpartition(-row, counts[p] - 1)[: counts[p]]
+            taken[picks] = True
+            spare[members[starts[p] : starts[p + 1]]] = free_ids[picks]
+    # A spare persona may already be one of the human's candidates: keep the candidate edge alone.
+    known = np.isin(humans * n_personas + spare, rows.astype(np.int64) * n_personas + cols)
+    return humans[~known], spare[~known]
 
 
 def match(
@@ -303,11 +362,13 @@ def match(
     objective: Objective = "weight",
     memory: int = MEMORY_BUDGET,
     candidates: int = CANDIDATES,
+    edge_memory: int = EDGE_MEMORY,
 ) -> Matching:
     """Persona index and log-weight for every human, and the solver that ran.
 
     Max-weight is exact (dense Hungarian) when the n_humans x n_personas float64 matrix fits ``memory``
-    bytes, and otherwise solves the top-``candidates`` pruned problem (see the module's docstring).
+    bytes, and otherwise solves the top-``candidates`` pruned problem, its candidate edges held within
+    ``edge_memory`` bytes (see the module's docstring).
     """
     n_humans, n_personas = len(tables[0].humans), tables[0].personas.shape[0]
     if method == "max-weight" and n_personas < n_humans:
@@ -328,8 +389,9 @@ def match(
         if 8 * n_humans * n_personas <= memory:
             chosen = _dense_assignment(logs, codes, objective)
             return Matching(chosen, _pair_log_weights(logs, codes, chosen), "exact dense")
-        chosen, k = _pruned_assignment(logs, codes, objective, candidates)
-        return Matching(chosen, _pair_log_weights(logs, codes, chosen), f"top-{k} pruned", k)
+        chosen, k, spare = _pruned_assignment(logs, codes, objective, candidates, edge_memory)
+        solver = f"top-{k} pruned" + (f", {spare} spare edges" if spare else "")
+        return Matching(chosen, _pair_log_weights(logs, codes, chosen), solver, k)
     raise ConfigError(f"unknown matching method {method!r}: use one of {', '.join(METHODS)}")
 
 
