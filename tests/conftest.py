@@ -43,11 +43,11 @@ def tiny_parts():
     return build_tiny_llama()
 
 
-@pytest.fixture
-def tiny_model(tiny_parts):
+def tiny_hf(parts, **options):
+    """The local backend over a tiny (model, tokenizer); ``options`` go to ``HFModel``."""
     from anthology.models.hf import HFModel
 
-    model, tokenizer = tiny_parts
+    model, tokenizer = parts
     # ANTHOLOGY_TEST_DEVICE=cuda runs the same checks on a GPU (in float32, so tolerances hold).
     return HFModel(
         "tiny-llama",
@@ -57,4 +57,10 @@ def tiny_model(tiny_parts):
         tokenizer=tokenizer,
         device=os.environ.get("ANTHOLOGY_TEST_DEVICE", "cpu"),
         dtype="float32",
+        **options,
     )
+
+
+@pytest.fixture
+def tiny_model(tiny_parts):
+    return tiny_hf(tiny_parts)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 
 import pytest
@@ -309,19 +308,9 @@ def _decoding_requests() -> list[GenerateRequest]:
 
 
 def _with_decoding(tiny_parts, decoding: str):
-    from anthology.models.hf import HFModel
+    from conftest import tiny_hf
 
-    model, tokenizer = tiny_parts
-    return HFModel(
-        "tiny-llama",
-        name="tiny-llama",
-        revision="test",
-        model=model,
-        tokenizer=tokenizer,
-        device=os.environ.get("ANTHOLOGY_TEST_DEVICE", "cpu"),
-        dtype="float32",
-        decoding=decoding,
-    )
+    return tiny_hf(tiny_parts, decoding=decoding)
 
 
 def _generate_strictly(model, requests):
