@@ -89,20 +89,36 @@ def multiple_choice(question: str, options: Sequence[str], instruction: str | No
     return "\n".join(lines)
 
 
-def option_continuations(n_options: int, chat: bool = False) -> tuple[str, ...]:
-    """The ways a model picks option k after ``Answer:``, as scored in log-prob mode: `` (A`` and `` A``
-    for each option, in that order (without the leading space when a chat answer starts). Sampled
-    answers are parsed the same way, by letter with or without the parenthesis; the closing
-    parenthesis adds nothing and would cost a scoring row per option."""
+#: What may follow a bare option letter for it to be an answer: the letter closed as ``B)``, ``B.``,
+#: ``B:`` or at the end of the line, as :func:`anthology.method.parsing.parse_choice` reads sampled
+#: answers. A bare letter followed by anything else is a word (the pronoun "I", the article "A").
+CLOSERS = (")", ".", ":", "\n")
+#: Scored forms per option: ``(B`` and the bare letter with each closer.
+FORMS_PER_OPTION = 1 + len(CLOSERS)
+
+
+def answer_forms(letter_index: int, chat: bool = False) -> tuple[str, ...]:
+    """The continuations that pick one option after ``Answer:``: `` (B`` and `` B)``, `` B.``,
+    `` B:``, `` B\n`` (without the leading space when a chat answer starts). The bare `` B`` alone is
+    not an answer form: its probability includes every word that starts with the letter."""
     space = "" if chat else " "
-    return tuple(f"{space}({LETTERS[i]}" for i in range(n_options)) + tuple(
-        f"{space}{LETTERS[i]}" for i in range(n_options)
-    )
+    letter = LETTERS[letter_index]
+    return (f"{space}({letter}", *(f"{space}{letter}{c}" for c in CLOSERS))
+
+
+def option_continuations(n_options: int, chat: bool = False) -> tuple[str, ...]:
+    """Every option's :func:`answer_forms`, option by option (option k's forms are at
+    ``k * FORMS_PER_OPTION`` onwards): what log-prob mode scores."""
+    return tuple(form for i in range(n_options) for form in answer_forms(i, chat))
 
 
 def option_masses(logprobs: Sequence[float], n_options: int) -> list[float]:
-    """Each option's probability mass: the sum over its forms in :func:`option_continuations`."""
-    return [math.exp(logprobs[i]) + math.exp(logprobs[n_options + i]) for i in range(n_options)]
+    """Each option's probability mass: the sum over its forms in :func:`option_continuations`.
+    The forms are disjoint token paths, so their probabilities add."""
+    f = FORMS_PER_OPTION
+    if len(logprobs) != n_options * f:
+        raise ValueError(f"expected {n_options * f} form scores for {n_options} options, got {len(logprobs)}")
+    return [sum(math.exp(lp) for lp in logprobs[i * f : (i + 1) * f]) for i in range(n_options)]
 
 
 def chosen(letter_index: int) -> str:

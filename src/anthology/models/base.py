@@ -116,9 +116,10 @@ class ScoreRequest:
 class ScoreResult:
     """Log-probability of each option, in the request's option order.
 
-    ``coverage`` is the total probability the model put on the options (``sum(exp(logprobs))`` for
-    exact scores); ``imputed`` marks options whose log-probability was not returned by the backend
-    (only the top-k came back) and was filled in.
+    ``imputed`` marks options whose log-probability the backend could not observe (a top-k list that
+    did not hold it) and that were filled in by a rule; ``coverage`` is the *observed* probability mass
+    on the options (``sum(exp(lp))`` over the options not imputed) and :attr:`imputed_mass` the mass
+    that was filled in, so that made-up mass is never counted as seen.
     """
 
     logprobs: tuple[float, ...]
@@ -129,6 +130,13 @@ class ScoreResult:
     def __post_init__(self) -> None:
         if not self.imputed:
             object.__setattr__(self, "imputed", (False,) * len(self.logprobs))
+
+    @property
+    def imputed_mass(self) -> float:
+        """The probability mass of the imputed options (0 for exact scores)."""
+        import math
+
+        return sum(math.exp(lp) for lp, filled in zip(self.logprobs, self.imputed, strict=True) if filled)
 
     def probabilities(self) -> list[float]:
         """The options' probabilities renormalised to sum to one."""
@@ -146,6 +154,10 @@ class Capabilities:
 
     ``top_logprobs`` is ``None`` when option scores are exact (the backend can score any continuation),
     or the number of alternatives the backend returns per position when only the top-k come back.
+    ``scoring`` says how options are scored: ``"exact"`` (the backend runs the model itself),
+    ``"echo"`` (an HTTP server returns the log-probabilities of the prompt's own tokens, so every
+    continuation is scored exactly) or ``"top-k"`` (read off the top-k alternatives of generated tokens,
+    step by step; what is not in them is imputed). It is recorded in each run's manifest.
     """
 
     completion: bool
@@ -154,6 +166,7 @@ class Capabilities:
     top_logprobs: int | None
     max_context: int | None
     seeded: bool
+    scoring: Literal["exact", "echo", "top-k"] = "exact"
 
     def require(self, *, kind: Literal["generate", "score"], chat: bool) -> None:
         """Raise :class:`CapabilityError` when a request of this kind and style is unsupported."""
