@@ -15,8 +15,9 @@ import pytest
 
 from anthology.errors import ConfigError
 from anthology.method import prompts
-from anthology.method.answering import ANSWER_COLUMNS, AskConfig, ask, compliance, stable_int
+from anthology.method.answering import ANSWER_COLUMNS, AskConfig, ask, compliance
 from anthology.method.baselines import baseline_contexts
+from anthology.method.seeds import stable_int
 from anthology.models.base import (
     Capabilities,
     GenerateRequest,
@@ -180,13 +181,15 @@ def test_logprob_sequential_appends_the_drawn_letter(style):
     if style == "completion":
         assert first.context == f"{STORY}\n\n{BLOCK1}"
         assert second.context == f"{STORY}\n\n{BLOCK1} (A)\n\n{BLOCK2}"
-        assert first.options == (" (A", " (B", " (C", " A", " B", " C")
+        assert first.options == prompts.option_continuations(3)
+        assert first.options[:5] == (" (A", " A)", " A.", " A:", " A\n")
     else:
         assert second.context[-2:] == (
             {"role": "assistant", "content": "(A)"},
             {"role": "user", "content": BLOCK2},
         )
-        assert first.options == ("(A", "(B", "(C", "A", "B", "C")
+        assert first.options == prompts.option_continuations(3, chat=True)
+        assert first.options[5:10] == ("(B", "B)", "B.", "B:", "B\n")
     assert answers["position"].tolist() == [1, 1]
     assert answers["text"].isna().all() and answers["attempts"].eq(1).all()
 

@@ -117,6 +117,25 @@ def test_qa_bio_portray_nothing_contexts_are_the_documented_strings(gss):
     assert demographic_text(gss, 3, "qa") == QA_3
 
 
+def test_chat_baselines_put_the_demographics_in_the_system_message(gss):
+    frame = baseline_contexts(gss, respondent_ids=[3], style="chat")
+    assert (frame["style"] == "chat").all()
+    contexts = {m: json.loads(c) for m, c in zip(frame["method"], frame["context"], strict=True)}
+    assert contexts["qa"] == [{"role": "system", "content": QA_3}]
+    assert contexts["bio"] == [{"role": "system", "content": BIO_3}]
+    assert contexts["portray"] == [{"role": "system", "content": PORTRAY_3}]
+    assert contexts["nothing"] == []
+    # Answering turns them into chat prompts: the question is the first user turn.
+    model = FakeModel()
+    one = Questionnaire(name="gss1", questions=gss.questionnaire.questions[:1])
+    ask(model, frame, one, config=AskConfig(mode="logprob"))
+    [requests] = model.scored
+    assert all(isinstance(r.context, tuple) and r.context[-1]["role"] == "user" for r in requests)
+    assert requests[0].context[0] == {"role": "system", "content": QA_3}
+    with pytest.raises(ConfigError, match="style"):
+        baseline_contexts(gss, style="prose")
+
+
 def test_traits_are_shuffled_per_respondent_and_seed(gss):
     ids = list(gss.respondents.traits.index[:20])
     frame = baseline_contexts(gss, ("portray",), respondent_ids=ids)

@@ -148,7 +148,8 @@ class ScriptedModel:
         out = []
         for r in requests:
             best = self._letter(r.context)
-            logprobs = tuple(np.log(0.9) if i == best else np.log(0.005) for i in range(len(r.options)))
+            first_form = best * prompts.FORMS_PER_OPTION  # " (X" of the answer
+            logprobs = tuple(np.log(0.9) if i == first_form else np.log(0.001) for i in range(len(r.options)))
             out.append(ScoreResult(logprobs, float(np.exp(logprobs).sum())))
         return out
 
@@ -195,9 +196,9 @@ def test_demographics_sample_and_logprob_agree_on_a_known_answer():
     # The party order was swapped for some personas and mapped back for all.
     assert 0 < sum(swapped(3, f"p{i}") for i in range(6)) < 6
     assert sampled["noncompliant"].max() == 0.0
-    # The scripted model puts 0.9 on " (X" of the answer and 0.005 on each of the other 2K - 1 forms.
+    # The scripted model puts 0.9 on " (X" of the answer and 0.001 on each of the other 5K - 1 forms.
     options = scored.groupby("trait")["option"].count() / scored["persona_id"].nunique()
-    expected = 1 - 0.9 - 0.005 * (2 * options - 1)
+    expected = 1 - 0.9 - 0.001 * (prompts.FORMS_PER_OPTION * options - 1)
     got = scored.groupby("trait")["noncompliant"].first()
     assert got.to_dict() == pytest.approx(expected.to_dict())
     table = agreement(sampled, scored)

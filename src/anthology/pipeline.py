@@ -107,6 +107,11 @@ def check_methods(methods: tuple[str, ...]) -> None:
         raise ConfigError(f"unknown method {unknown[0]!r}: choose from {', '.join(ASK_METHODS)}")
 
 
+def model_record(name: str, model: LanguageModel) -> dict[str, Any]:
+    """What the manifest keeps about the model: its name, full identity and how it scores options."""
+    return {"name": name, "identity": model.identity, "scoring": model.capabilities.scoring}
+
+
 def ask(
     run: RunDir,
     model: LanguageModel,
@@ -132,9 +137,12 @@ def ask(
         panels.append(
             anthology_panel(chosen, run.read("backstories"), survey=survey, append=append, seed=seed)  # type: ignore[arg-type]
         )
+    natural = run.manifest().get("stages", {}).get("backstories", {}).get("config", {})
+    # Baselines follow the run's prompt style, so a chat-only server can answer them too.
+    style = natural.get("style") or ("completion" if model.capabilities.completion else "chat")
     baselines = [m for m in methods if m in BASELINES]
     if baselines:
-        panels.append(baseline_contexts(survey, baselines, seed=seed))
+        panels.append(baseline_contexts(survey, baselines, seed=seed, style=style))
     info: dict[str, Any] = {
         "seed": seed,
         "methods": list(methods),
@@ -143,7 +151,6 @@ def ask(
     }
     if "dp" in methods:
         # DP backstories pass the same filters as the run's natural ones, at the paper's temperature 1.1.
-        natural = run.manifest().get("stages", {}).get("backstories", {}).get("config", {})
         natural = {k: tuple(v) if isinstance(v, list) else v for k, v in natural.items()}
         dp_config = BackstoryConfig(**{**natural, "temperature": 1.1, "max_tokens": dp_max_tokens})
         dp = dp_backstories(model, survey, seed=seed, style=dp_style, config=dp_config)  # type: ignore[arg-type]

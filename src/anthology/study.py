@@ -349,7 +349,7 @@ def _execute(study: Plan, run: RunDir, model: CachedModel, console: Console) -> 
                 "seconds": round(time.perf_counter() - started, 3),
                 "model_calls": calls,
             },
-            model={"name": c.model.name, "identity": model.identity},
+            model=pipeline.model_record(c.model.name, model),
             config=c.model_dump(),
         )
         console.print(

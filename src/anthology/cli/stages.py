@@ -72,7 +72,9 @@ class _Stage:
             "prompt_tokens": s.prompt_tokens,
             "completion_tokens": s.completion_tokens,
         }
-        self.run.record(self.name, entry, model={"name": self.model_name, "identity": self.model.identity})
+        from anthology.pipeline import model_record
+
+        self.run.record(self.name, entry, model=model_record(self.model_name, self.model))
         self.model.close()
         if self.cache is not None:
             self.cache.close()

@@ -35,7 +35,6 @@ depend on the panel's order or on which other members share a batch.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -48,6 +47,7 @@ from anthology.method import prompts
 from anthology.method.backstories import context_prompt
 from anthology.method.demographics import continuations, question_prompt
 from anthology.method.parsing import parse_choice
+from anthology.method.seeds import stable_int, uniform
 from anthology.models.base import GenerateRequest, LanguageModel, Prompt, ScoreRequest
 from anthology.surveys.schema import Question, Questionnaire
 
@@ -69,6 +69,7 @@ ANSWER_COLUMNS = (
     "text",
     "probabilities",
     "coverage",
+    "imputed",
 )
 DISTRIBUTION_COLUMNS = ("method", "question_id", "position", "option", "probability", "source")
 #: About how many prompts are built and answered at a time (whole members: all their questions), or
@@ -97,18 +98,6 @@ class AskConfig:
             raise ConfigError(f"mode must be 'sample' or 'logprob', got {self.mode!r}")
         if self.max_attempts < 1:
             raise ConfigError(f"max_attempts must be at least 1, got {self.max_attempts}")
-
-
-def stable_int(*parts: object) -> int:
-    """A 63-bit integer that depends only on ``parts`` (by their ``str``): the source of every random
-    choice here, so that results do not depend on order or batching."""
-    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
-def _uniform(*parts: object) -> float:
-    """A number in [0, 1) that depends only on ``parts``."""
-    return stable_int(*parts) / 2**63
 
 
 @dataclass
@@ -151,7 +140,8 @@ class _Reply:
     attempts: int = 1
     text: str | None = None
     probabilities: list[float] | None = None  # canonical order
-    coverage: float = float("nan")
+    coverage: float = float("nan")  # observed probability mass on the answer forms (logprob mode)
+    imputed: float = float("nan")  # mass filled in for forms the backend could not observe
 
 
 def ask(
@@ -219,6 +209,7 @@ def _answers_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     answers = pd.DataFrame(rows, columns=list(ANSWER_COLUMNS))
     answers["position"] = answers["position"].astype("Int64")
     answers["coverage"] = answers["coverage"].astype(float)
+    answers["imputed"] = answers["imputed"].astype(float)
     return answers
 
 
@@ -325,7 +316,7 @@ def _score(model: LanguageModel, jobs: Sequence[_Job]) -> list[_Reply]:
         asked = [m / sum(masses) for m in masses]
         canonical = asked[::-1] if job.reversed else asked
         cumulative = np.cumsum(canonical)
-        drawn = int(np.searchsorted(cumulative, _uniform(*job.key, "draw") * cumulative[-1], side="right"))
+        drawn = int(np.searchsorted(cumulative, uniform(*job.key, "draw") * cumulative[-1], side="right"))
         position = min(drawn, len(canonical) - 1) + 1
         asked_index = len(canonical) - position if job.reversed else position - 1
         replies.append(
@@ -333,7 +324,8 @@ def _score(model: LanguageModel, jobs: Sequence[_Job]) -> list[_Reply]:
                 position,
                 prompts.chosen(asked_index).strip(),
                 probabilities=[float(p) for p in canonical],
-                coverage=float(sum(masses)),
+                coverage=float(result.coverage),
+                imputed=float(result.imputed_mass),
             )
         )
     return replies
@@ -354,6 +346,7 @@ def _row(job: _Job, reply: _Reply) -> dict[str, Any]:
         "text": reply.text,
         "probabilities": reply.probabilities,
         "coverage": reply.coverage,
+        "imputed": reply.imputed,
     }
 
 

@@ -20,6 +20,7 @@ import pandas as pd
 
 from anthology.errors import BackendError
 from anthology.method import filters, prompts
+from anthology.method.seeds import stable_int
 from anthology.models.base import GenerateRequest, LanguageModel, Prompt, ScoreRequest
 
 Style = Literal["completion", "chat"]
@@ -75,7 +76,7 @@ def _preambles(model: LanguageModel, n: int, config: BackstoryConfig, seed: int)
             top_p=1.0,
             max_tokens=16,
             stop=("\n",),
-            seed=seed,
+            seed=stable_int(seed, "preamble"),
         )
         [result] = model.generate([request])
         drawn += want
@@ -86,6 +87,11 @@ def _preambles(model: LanguageModel, n: int, config: BackstoryConfig, seed: int)
         f"only {len(found)} of {drawn} answers to {prompts.CITIZEN_QUESTION!r} said yes: the model does "
         "not play the interview; turn the citizenship preamble off (--no-preamble)"
     )
+
+
+def persona_id(index: int) -> str:
+    """The id of the index-th generated backstory."""
+    return f"p{index:05d}"
 
 
 def generate_backstories(
@@ -101,17 +107,16 @@ def generate_backstories(
         turns: list[tuple[str, str | None]] = [(prompts.CITIZEN_QUESTION, yes[i])] if yes else []
         turns.append((config.question, None))
         turns_of.append(turns)
-        # first_sample=i: personas whose preamble reads the same still get different stories.
+        # A seed per persona: personas whose preamble reads the same still get different stories.
         requests.append(
             GenerateRequest(
                 _interview(config.style, turns),
                 n=1,
-                first_sample=i,
                 temperature=config.temperature,
                 top_p=config.top_p,
                 max_tokens=config.max_tokens,
                 stop=config.stop,
-                seed=seed,
+                seed=stable_int(seed, "backstory", persona_id(i)),
             )
         )
     results = model.generate(requests)
@@ -122,7 +127,7 @@ def generate_backstories(
         context = _interview(config.style, [*turns[:-1], (turns[-1][0], text)])
         rows.append(
             {
-                "persona_id": f"p{i:05d}",
+                "persona_id": persona_id(i),
                 "style": config.style,
                 "context": stored_prompt(context),
                 "text": text,

@@ -29,8 +29,10 @@ import pandas as pd
 
 from anthology.errors import ConfigError
 from anthology.method import filters, prompts
-from anthology.method.answering import PANEL_COLUMNS, stable_int
+from anthology.method.answering import PANEL_COLUMNS
 from anthology.method.backstories import BackstoryConfig, drop_reasons, stored_prompt
+from anthology.method.backstories import Style as PromptStyle
+from anthology.method.seeds import stable_int
 from anthology.models.base import GenerateRequest, LanguageModel, Prompt
 from anthology.surveys.schema import Survey
 from anthology.surveys.traits import CANONICAL_TRAITS
@@ -120,25 +122,32 @@ def baseline_contexts(
     *,
     seed: int = 0,
     respondent_ids: Sequence[Hashable] | None = None,
+    style: PromptStyle = "completion",
 ) -> pd.DataFrame:
     """A panel of baseline personas: one row per method and respondent (all, or ``respondent_ids``),
-    ``persona_id`` None, completion style."""
+    ``persona_id`` None. In ``style="chat"`` the demographic text is the system message (and
+    ``nothing`` is an empty conversation), so chat-only servers answer baselines too."""
     unknown = [m for m in methods if m not in BASELINES]
     if unknown:
         raise ConfigError(f"unknown baseline(s) {unknown}; choose from {', '.join(BASELINES)}")
+    if style not in ("completion", "chat"):
+        raise ConfigError(f"style must be 'completion' or 'chat', got {style!r}")
     ids = _ids(survey, respondent_ids)
     rows = [
-        (method, rid, None, "completion", _baseline(survey, method, rid, seed))
+        (method, rid, None, style, _baseline(survey, method, rid, seed, style))
         for method in methods
         for rid in ids
     ]
     return pd.DataFrame(rows, columns=list(PANEL_COLUMNS))
 
 
-def _baseline(survey: Survey, method: str, respondent_id: Hashable, seed: int) -> str:
-    return (
+def _baseline(survey: Survey, method: str, respondent_id: Hashable, seed: int, style: PromptStyle) -> str:
+    text = (
         "" if method == "nothing" else demographic_text(survey, respondent_id, cast(Style, method), seed=seed)
     )
+    if style == "completion":
+        return text
+    return stored_prompt(({"role": "system", "content": text},) if text else ())
 
 
 def _appended(style: str, context: str, text: str) -> str:

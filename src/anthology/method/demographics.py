@@ -13,8 +13,13 @@ Each persona is asked each trait's multiple-choice question after its backstory:
 * ``sample`` (the paper): 40 answers per question at temperature 1.0 (up to 128 tokens, stop at a
   newline or ``Question``), each parsed by letter, then option text, then a number; answers that name
   no option fall in a non-compliant bucket.
-* ``logprob`` (fast): one scoring pass reads the probability of `` (A``, `` (B``...; the mass on
-  anything else is the non-compliant share.
+* ``logprob`` (fast): one scoring pass reads the probability of each option's answer forms
+  (`` (A`` and `` A)``, `` A.``, `` A:``, `` A\n``: see :func:`anthology.method.prompts.answer_forms`);
+  the mass on anything else is the non-compliant share. Each (persona, trait) keeps ``coverage``, the
+  probability mass the backend observed, and ``imputed``, the mass it filled in (top-k servers).
+
+Every sampled request's seed is a hash of (seed, stage, persona, trait), so no two personas or traits
+share random numbers.
 
 The party question's Democrat/Republican order is swapped at random per persona (seeded), and answers
 are mapped back to the canonical option order.
@@ -33,6 +38,7 @@ import pandas as pd
 from anthology.method import prompts
 from anthology.method.backstories import context_prompt
 from anthology.method.parsing import parse_choice
+from anthology.method.seeds import stable_int
 from anthology.models.base import GenerateRequest, LanguageModel, Prompt, ScoreRequest
 from anthology.surveys.schema import Trait
 from anthology.surveys.traits import CANONICAL_TRAITS
@@ -111,12 +117,16 @@ def _survey_block(
             jobs.append(
                 (row.persona_id, trait, question_prompt(context, block), options, flip and bool(trait.swap))
             )
+    nan = float("nan")
+    seen = [(nan, nan)] * len(jobs)  # (observed, imputed) probability mass per job, logprob mode
     if config.mode == "logprob":
         requests = [ScoreRequest(p, continuations(p, len(opts))) for _, _, p, opts, _ in jobs]
+        scored = model.score(requests)
         masses = [
             np.array(prompts.option_masses(r.logprobs, len(opts)))
-            for r, (_, _, _, opts, _) in zip(model.score(requests), jobs, strict=True)
+            for r, (_, _, _, opts, _) in zip(scored, jobs, strict=True)
         ]
+        seen = [(r.coverage, r.imputed_mass) for r in scored]
     else:
         requests = [
             GenerateRequest(
@@ -125,17 +135,19 @@ def _survey_block(
                 temperature=config.temperature,
                 max_tokens=config.max_tokens,
                 stop=config.stop,
-                seed=seed,
+                seed=stable_int(seed, "demographics", persona_id, trait.name),
             )
-            for _, _, p, _, _ in jobs
+            for persona_id, trait, p, _, _ in jobs
         ]
         masses = [
             _counts(result.texts, opts, trait.name in NUMERIC_TRAITS) / config.samples
             for result, (_, trait, _, opts, _) in zip(model.generate(requests), jobs, strict=True)
         ]
     rows = []
-    for (persona_id, trait, _, options, flip), mass in zip(jobs, masses, strict=True):
-        rows += _rows(persona_id, trait, options, mass, flip, config.mode)
+    for (persona_id, trait, _, options, flip), mass, (observed, imputed) in zip(
+        jobs, masses, seen, strict=True
+    ):
+        rows += _rows(persona_id, trait, options, mass, flip, config.mode, observed, imputed)
     return pd.DataFrame(rows)
 
 
@@ -149,7 +161,14 @@ def _counts(texts: Sequence[str], options: Sequence[str], numeric: bool) -> np.n
 
 
 def _rows(
-    persona_id: str, trait: Trait, asked: Sequence[str], mass: np.ndarray, flip: bool, mode: str
+    persona_id: str,
+    trait: Trait,
+    asked: Sequence[str],
+    mass: np.ndarray,
+    flip: bool,
+    mode: str,
+    observed: float,
+    imputed: float,
 ) -> list[dict[str, object]]:
     by_label = dict(zip(asked, mass, strict=True))
     noncompliant = max(0.0, 1.0 - float(mass.sum()))
@@ -161,6 +180,8 @@ def _rows(
             "position": k,
             "probability": float(by_label[label]),
             "noncompliant": noncompliant,
+            "coverage": observed,
+            "imputed": imputed,
             "mode": mode,
             "swapped": flip,
         }
