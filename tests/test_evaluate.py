@@ -94,6 +94,9 @@ def make_run(root: Path, *, weighted: bool = False, model: str = "synthetic-mode
                         "attempts": 1,
                         "compliant": position.notna().to_numpy(),
                         "probabilities": _probabilities(position, k),
+                        # qa's server saw 0.6 of the mass and imputed 0.2 (a quarter): evaluate warns.
+                        "coverage": 0.6 if method == "qa" else 0.9,
+                        "imputed": 0.2 if method == "qa" else 0.0,
                     }
                 )
             )
@@ -112,6 +115,8 @@ def make_run(root: Path, *, weighted: bool = False, model: str = "synthetic-mode
                         "position": np.arange(1, len(options) + 1),
                         "probability": rng.dirichlet(np.ones(len(options))) * 0.9,
                         "noncompliant": 0.1,
+                        "coverage": 0.9,
+                        "imputed": 0.0,
                         "mode": "logprob",
                         "swapped": False,
                     }
@@ -275,3 +280,22 @@ def test_cli_prints_the_table(tmp_path):
     for text in ("Anthology (greedy)", "QA", "Nothing", "Anthology DP", "Human lower bound", "WD exp.", " *"):
         assert text in result.output
     assert (root / "metrics.csv").exists()
+
+
+def test_coverage_and_imputed_mass_per_stage_and_method(tmp_path):
+    root = make_run(tmp_path / "run")
+    result = evaluate(root, n_splits=5, n_resamples=20)
+    table = result.coverage.set_index(["stage", "method"])
+    ids, _, _ = survey_layout()
+    assert table.loc[("demographics", "anthology"), "scored"] == N_PERSONAS * 8
+    assert table.loc[("ask", "qa"), "scored"] == N_HUMANS * len(ids)
+    assert table.loc[("ask", "dp"), "scored"] == N_HUMANS // 2 * len(ids)
+    assert table.loc[("ask", "qa"), "mean_coverage"] == pytest.approx(0.6)
+    assert table.loc[("ask", "qa"), "imputed_share"] == pytest.approx(0.2 / 0.8)
+    assert table.loc[("ask", "nothing"), "imputed_share"] == 0.0
+    assert read_evaluation(root).coverage.equals(result.coverage)
+    out = CliRunner().invoke(app, ["evaluate", str(root), "--splits", "5", "--resamples", "20"])
+    assert out.exit_code == 0, out.output
+    assert "Option scoring" in out.output
+    warned = [line for line in out.output.splitlines() if line.startswith("warning:")]
+    assert len(warned) == 1 and "25.0% of the option probability in ask (qa) was imputed" in warned[0]

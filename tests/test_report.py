@@ -43,6 +43,7 @@ def test_report_is_written_with_every_section(report):
     for text in ("Anthology (greedy)", "Human lower bound", "natspac", "Backstory pool", "Matched, greedy"):
         assert text in html
     assert "Cache hits" in html and "1,234" in html  # run metadata: model calls and tokens
+    assert 'id="coverage-table"' in html and "Warning: 25.0% of the option probability in ask (qa)" in html
 
 
 def test_report_is_self_contained(report):

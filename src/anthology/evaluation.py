@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from anthology.coverage import score_coverage
 from anthology.errors import ConfigError
 from anthology.metrics import (
     Comparison,
@@ -81,6 +82,7 @@ FILES = {
     "metrics": "metrics.csv",
     "per_question": "metrics_per_question.csv",
     "per_subgroup": "metrics_per_subgroup.csv",
+    "coverage": "score_coverage.csv",
 }
 
 _PERSONA_METRICS = ("wd_raw", "wd_normalized", "frobenius", "alpha_personas", "alpha_personas_weighted")
@@ -210,12 +212,14 @@ def load_run(run_dir: str | Path) -> RunData:
 @dataclass(frozen=True)
 class Evaluation:
     """The evaluation of a run: ``metrics`` (long: method, metric, value, ci_low, ci_high; the rows of
-    metrics.csv), ``per_question`` and ``per_subgroup`` tables; ``table`` (the paper's layout) and
-    ``agreement`` (matched pairs) are derived from ``metrics``."""
+    metrics.csv), ``per_question`` and ``per_subgroup`` tables, ``coverage`` (observed and imputed
+    option mass of log-prob stages, :func:`anthology.coverage.score_coverage`); ``table`` (the paper's
+    layout) and ``agreement`` (matched pairs) are derived from ``metrics``."""
 
     metrics: pd.DataFrame
     per_question: pd.DataFrame
     per_subgroup: pd.DataFrame
+    coverage: pd.DataFrame
 
     @cached_property
     def table(self) -> pd.DataFrame:
@@ -296,10 +300,12 @@ def evaluate(
     if not per_subgroup.empty:
         floors = _subgroup_lower_bounds(data, n_splits, seed)
         per_subgroup = per_subgroup.merge(floors, on=["trait", "group"], how="left")
+    demographics = data.run.read("demographics") if data.run.has("demographics") else None
     evaluation = Evaluation(
         metrics=pd.concat(metrics, ignore_index=True),
         per_question=pd.concat(questions, ignore_index=True),
         per_subgroup=per_subgroup,
+        coverage=score_coverage(data.answers, demographics),
     )
     evaluation.write(data.run)
     data.run.record(

@@ -44,9 +44,15 @@ def evaluate(run_dir: Path, splits: int, resamples: int, seed: int) -> None:
 
 def print_evaluation(result, splits: int) -> None:  # result: anthology.evaluation.Evaluation
     """The paper-style table with intervals, then human-persona agreement."""
+    from anthology.coverage import warnings
+
     console = Console()
     console.print(_paper_table(result.table, splits))
     console.print(_agreement_table(result.agreement))
+    if not result.coverage.empty:
+        console.print(_coverage_table(result.coverage))
+    for line in warnings(result.coverage):
+        Console(stderr=True).print(f"[yellow]warning:[/yellow] {escape(line)}", soft_wrap=True)
 
 
 @click.command()
@@ -110,4 +116,21 @@ def _agreement_table(agreement: pd.DataFrame) -> Table:
             f"{row.mean_abs_distance:.3f}",
             f"{row.mean_abs_distance_normalized:.3f}",
         )
+    return out
+
+
+def _coverage_table(coverage: pd.DataFrame) -> Table:
+    from anthology.evaluation import method_label
+
+    out = Table(
+        title="Option scoring (log-prob mode)",
+        caption="Coverage: probability mass the backend observed on the answer forms. "
+        "Imputed: share of the options' mass filled in for forms outside a server's top-k.",
+    )
+    for heading in ("Stage", "Method", "Scored", "Mean coverage", "Imputed"):
+        out.add_column(heading, justify="left" if heading in ("Stage", "Method") else "right")
+    for row in coverage.itertuples(index=False):
+        label = "backstory pool" if row.method == "anthology" else method_label(row.method)
+        share = f"{100 * row.imputed_share:.1f}%"
+        out.add_row(row.stage, label, str(row.scored), f"{row.mean_coverage:.3f}", share)
     return out

@@ -21,6 +21,7 @@ import jinja2
 import numpy as np
 import pandas as pd
 
+from anthology.coverage import warnings
 from anthology.evaluation import (
     LOWER_BOUND,
     TABLE_COLUMNS,
@@ -94,6 +95,8 @@ def write_report(run_dir: str | Path) -> Path:
         metrics=_metrics_table(evaluation.table),
         agreement=_agreement_rows(evaluation),
         methods=_method_summary(data),
+        coverage=_coverage_rows(evaluation),
+        coverage_warnings=warnings(evaluation.coverage),
         questions=_questions(data, comparisons, evaluation),
         correlations=_correlations(data, comparisons, evaluation),
         color_scale=svg.color_scale(),
@@ -169,6 +172,20 @@ def _agreement_rows(evaluation: Evaluation) -> list[dict[str, Any]]:
     return [
         {"label": method_label(row["method"]), **{k: _number(v) for k, v in row.items() if k != "method"}}
         for row in evaluation.agreement.to_dict("records")
+    ]
+
+
+def _coverage_rows(evaluation: Evaluation) -> list[dict[str, Any]]:
+    """Per log-prob stage and method: items scored, mean observed mass and imputed share."""
+    return [
+        {
+            "stage": row["stage"],
+            "label": "Backstory pool" if row["method"] == "anthology" else method_label(row["method"]),
+            "scored": int(row["scored"]),
+            "coverage": _number(row["mean_coverage"]),
+            "imputed": f"{100 * row['imputed_share']:.1f}%",
+        }
+        for row in evaluation.coverage.to_dict("records")
     ]
 
 
