@@ -24,8 +24,10 @@ Each question is put after the panel member's context as the paper's block::
 * ``mode="sample"`` (the paper): one answer per question at temperature 1.0, parsed by option letter or
   text; non-compliant answers are resampled (the next sample index of the same seeded request) up to
   ``max_attempts`` times, then recorded as non-compliant (position NA).
-* ``mode="logprob"`` (fast): one scoring pass reads the option probabilities, renormalised over the
-  options; an individual answer is drawn from them and the exact distribution is kept.
+* ``mode="logprob"`` (fast): one scoring pass reads each option's answer forms
+  (:func:`anthology.method.prompts.answer_forms`), renormalised over the options; an individual answer
+  is drawn from them and the exact distribution is kept, with ``coverage`` (the mass the backend
+  observed on the forms) and ``imputed`` (the mass it filled in).
 
 Question order is shuffled and each question's options are reversed at random per member; answers are
 mapped back to the canonical option position. Every random choice (order, reversal, draws, sampling
