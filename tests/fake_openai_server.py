@@ -3,12 +3,29 @@
 ``FakeOpenAIServer`` listens on 127.0.0.1 (a port the OS picks) in a daemon thread and serves
 ``/v1/completions`` and ``/v1/chat/completions``:
 
-* generation: choice ``i`` is :func:`completion_text` of the prompt, the seed and ``i``, cut at the
-  first stop string (``finish_reason`` "stop") or at ``4 * max_tokens`` characters ("length");
-* log-probability requests get ``top_logprobs`` (a token -> logprob dict) cut to the requested k.
+* sampling (no log-probabilities asked): choice ``i`` is :func:`completion_text` of the prompt, the
+  seed and ``i``, cut at the first stop string (``finish_reason`` "stop") or at ``4 * max_tokens``
+  characters ("length");
+* log-probability requests are answered from :class:`ToyModel`, a small language model with its own
+  tokeniser, the way real servers answer them:
 
-Every request is recorded (path, JSON body, lower-cased headers). Scripted faults are consumed one
-per request, in arrival order::
+  - ``echo: true`` on ``/v1/completions`` (vLLM): the prompt's own tokens come back with their
+    log-probabilities (the first one ``null``, a ``<s>`` BOS token first, ``text_offset`` counted over
+    the tokens' strings from 0, BOS included), followed by ``max_tokens`` greedy tokens;
+  - otherwise ``max_tokens`` greedy (temperature 0) tokens, each with its top-k alternatives, in the
+    legacy completions form (``logprobs.tokens / token_logprobs / top_logprobs / text_offset``) or the
+    chat form (``logprobs.content[]``, also what llama.cpp's ``llama-server`` sends on completions).
+
+Server behaviours to imitate (constructor arguments): ``echo`` ("vllm" answers echo, "reject" answers
+HTTP 400 like OpenAI's API, "ignore" drops it like llama-server), ``list_prompts`` (False: a list in
+``prompt`` is refused with ``list_status``), ``max_n`` (a server that ignores ``n``, like
+llama-cpp-python's, which returns one choice), ``logprob_form`` ("legacy" or "content"), ``eos_step``
+(False: the end of text is not a token of the answer, so a prompt whose likeliest next token is the end
+of text gets empty log-probability lists, like llama-cpp-python), ``echo_offsets`` ("cumulative" as
+vLLM, "text" for offsets into the prompt without BOS, None for no ``text_offset``).
+
+Every request is recorded (path, JSON body, lower-cased headers, requests in flight on arrival).
+Scripted faults are consumed one per request, in arrival order::
 
     ("status", 429, {"Retry-After": "1"})  # status with headers
     ("status", 500)                        # status with a default message
@@ -23,22 +40,156 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-DEFAULT_TOP_LOGPROBS: dict[str, float] = {
-    " A": -0.5,
-    " B": -1.5,
-    " C": -2.5,
-    "\n": -3.0,
-    " The": -3.5,
-}
-
 Fault = tuple[Any, ...]
+
+BOS = "<s>"
+EOS = "</s>"
+WORDS = (
+    "Answer",
+    "Question",
+    "The",
+    " the",
+    " is",
+    " sky",
+    " blue",
+    " grass",
+    " green",
+    " (",
+    " A",
+    " B",
+    " C",
+    " D",
+    " E",
+    "ab",
+    "\n\n",
+    " yes",
+    " no",
+)
+"""Multi-character tokens on top of one token per printable ASCII character and one per byte
+0x80-0xFF. ``" ("`` and ``"A"`` are separate tokens; ``"ab"`` is one, so a context ending in ``a``
+merges with an option starting with ``b``."""
+
+
+class ToyModel:
+    """A deterministic bigram language model with a greedy longest-match tokeniser.
+
+    Token 0 is ``<s>`` (BOS), token 1 ``</s>`` (EOS), then :data:`WORDS`, the printable ASCII
+    characters and ``"\\n"``, and byte tokens ``<0x80>``..``<0xFF>`` for the UTF-8 bytes of any other
+    character. A server shows a byte token as ``"\\ufffd"`` (as vLLM does when it decodes tokens one by
+    one). The next-token distribution depends on the previous token only: a fixed pseudo-random logit in
+    [-3, 3] per pair, plus ``boosts[(previous token, next token)]``.
+    """
+
+    def __init__(self, boosts: dict[tuple[str, str], float] | None = None) -> None:
+        pieces: list[str] = [BOS, EOS, *WORDS]
+        pieces += [chr(c) for c in range(32, 127) if chr(c) not in pieces] + ["\n"]
+        self.pieces = pieces
+        self.n_text = len(pieces)
+        self.byte_base = len(pieces)
+        self.size = self.byte_base + 128
+        self.ids = {p: i for i, p in enumerate(pieces)}
+        lengths: dict[str, set[int]] = {}
+        for piece in pieces[2:]:
+            lengths.setdefault(piece[0], set()).add(len(piece))
+        self._lengths = {c: sorted(ls, reverse=True) for c, ls in lengths.items()}
+        self.boosts: dict[tuple[str, str], float] = dict(boosts or {})
+        self._cache: dict[int, list[float]] = {}
+        self._order: dict[int, list[tuple[int, float]]] = {}
+
+    # -- tokens ----------------------------------------------------------------------------------
+
+    def display(self, token: int) -> str:
+        """The token's string as a server shows it."""
+        return self.pieces[token] if token < self.n_text else "\ufffd"
+
+    def raw(self, token: int) -> bytes:
+        """The bytes the token stands for (empty for BOS and EOS)."""
+        if token in (0, 1):
+            return b""
+        return self.pieces[token].encode() if token < self.n_text else bytes([token - self.byte_base + 0x80])
+
+    def tokenize(self, text: str) -> list[int]:
+        """Greedy longest match, left to right; other characters become their UTF-8 byte tokens."""
+        out: list[int] = []
+        i = 0
+        while i < len(text):
+            for length in self._lengths.get(text[i], ()):
+                token = self.ids.get(text[i : i + length])
+                if token is not None:
+                    out.append(token)
+                    i += length
+                    break
+            else:
+                out.extend(self.byte_base + b - 0x80 for b in text[i].encode())
+                i += 1
+        return out
+
+    # -- distribution -----------------------------------------------------------------------------
+
+    def _token_string(self, token: int) -> str:
+        return self.pieces[token] if token < self.n_text else f"<0x{token - self.byte_base + 0x80:02X}>"
+
+    def logprobs(self, previous: int) -> list[float]:
+        """Log-probabilities of every next token after ``previous`` (BOS is never next)."""
+        cached = self._cache.get(previous)
+        if cached is not None:
+            return cached
+        before = self._token_string(previous)
+        logits = [-math.inf]
+        for token in range(1, self.size):
+            h = ((previous * 1_000_003 + token * 7_919 + 12_345) * 2_654_435_761) % 2**32
+            logit = h / 2**32 * 6.0 - 3.0
+            logits.append(logit + self.boosts.get((before, self._token_string(token)), 0.0))
+        top = max(logits)
+        norm = top + math.log(sum(math.exp(x - top) for x in logits if x > -math.inf))
+        values = [x - norm for x in logits]
+        self._cache[previous] = values
+        return values
+
+    def top(self, previous: int, k: int) -> list[tuple[int, float]]:
+        order = self._order.get(previous)
+        if order is None:
+            values = self.logprobs(previous)
+            ranked = sorted(range(1, self.size), key=lambda t: (-values[t], t))
+            order = self._order[previous] = [(t, values[t]) for t in ranked]
+        return order[:k]
+
+    def greedy(self, previous: int) -> int:
+        return self.top(previous, 1)[0][0]
+
+    def set_boost(self, previous: str, token: str, value: float) -> None:
+        self.boosts[(previous, token)] = value
+        self._cache.clear()
+        self._order.clear()
+
+    # -- reference scores -------------------------------------------------------------------------
+
+    def score(self, context: str, option: str) -> float | None:
+        """log P(option | context) computed directly from token ids: the prompt ``context + option``
+        is tokenised as a server would; ``None`` when no token boundary falls at the end of the
+        context (the option's first characters merged into a context token)."""
+        tokens = [0, *self.tokenize(context + option)]
+        target = len(context.encode())
+        done = 0
+        for i, token in enumerate(tokens):
+            if done == target:
+                return sum(self.logprobs(tokens[j - 1])[tokens[j]] for j in range(i, len(tokens)))
+            done += len(self.raw(token))
+            if done > target:
+                return None
+        return 0.0 if done == target else None
+
+    def chat_text(self, messages: list[dict[str, str]]) -> str:
+        """The toy chat template."""
+        return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
 
 
 def completion_text(prompt: Any, seed: int | None, index: int) -> str:
@@ -57,6 +208,8 @@ class RecordedRequest:
     path: str
     body: Any
     headers: dict[str, str]
+    in_flight: int = 0
+    """Requests in flight at the server when this one arrived (itself included)."""
 
 
 class _Server(ThreadingHTTPServer):
@@ -113,23 +266,31 @@ class _Handler(BaseHTTPRequestHandler):
                 extra = fault[2] if len(fault) > 2 else None
                 headers = extra if isinstance(extra, dict) else {}
                 message = extra if isinstance(extra, str) else f"fake error {status}"
-                payload = {"error": {"message": message, "type": "fake", "code": status}}
-                self._send(status, json.dumps(payload).encode(), "application/json", headers)
+                self._error(status, message, headers)
                 return
             else:
                 raise ValueError(f"unknown fault {fault!r}")
         if self.path not in ("/v1/completions", "/v1/chat/completions"):
-            self._json(404, {"error": {"message": f"no route {self.path}"}})
+            self._error(404, f"no route {self.path}")
             return
         expected = None if fake.api_key is None else f"Bearer {fake.api_key}"
         if expected is not None and self.headers.get("Authorization") != expected:
-            self._json(401, {"error": {"message": "Incorrect API key provided"}})
+            self._error(401, "Incorrect API key provided")
             return
         if not isinstance(body, dict):
-            self._json(400, {"error": {"message": "body is not a JSON object"}})
+            self._error(400, "body is not a JSON object")
             return
         chat = self.path == "/v1/chat/completions"
-        self._json(200, fake.respond(body, chat))
+        try:
+            payload = fake.respond(body, chat)
+        except _Refusal as refusal:
+            self._error(refusal.status, refusal.message)
+            return
+        self._json(200, payload)
+
+    def _error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        payload = {"error": {"message": message, "type": "fake", "code": status}}
+        self._send(status, json.dumps(payload).encode(), "application/json", headers)
 
     def _json(self, status: int, payload: Any) -> None:
         self._send(status, json.dumps(payload).encode(), "application/json")
@@ -154,26 +315,40 @@ class _Handler(BaseHTTPRequestHandler):
             pass  # the client went away (e.g. it timed out)
 
 
+class _Refusal(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
 class FakeOpenAIServer:
     """A deterministic OpenAI-compatible server on 127.0.0.1; use as a context manager."""
 
-    def __init__(
-        self,
-        *,
-        top_logprobs: dict[str, float] | None = None,
-        api_key: str | None = None,
-        delay: float = 0.0,
-        max_n: int | None = None,
-        logprobs_supported: bool = True,
-    ) -> None:
-        self.top_logprobs = dict(DEFAULT_TOP_LOGPROBS if top_logprobs is None else top_logprobs)
-        self.api_key = api_key
-        """When set, requests without ``Authorization: Bearer <api_key>`` get a 401."""
-        self.delay = delay
-        self.max_n = max_n
-        """When set, at most this many choices come back (a server that ignores ``n``)."""
-        self.logprobs_supported = logprobs_supported
-        """When False, log-probability requests get ``"logprobs": null`` (like servers without)."""
+    api_key: str | None = None
+    """When set, requests without ``Authorization: Bearer <api_key>`` get a 401."""
+    delay: float = 0.0
+    max_n: int | None = None
+    """When set, at most this many choices come back (a server that ignores ``n``)."""
+    logprobs_supported: bool = True
+    """When False, log-probability requests get ``"logprobs": null`` (like servers without)."""
+    echo: str = "vllm"
+    """"vllm": echo prompt log-probabilities; "reject": HTTP 400; "ignore": answer as without echo."""
+    list_prompts: bool = True
+    """When False, a list in ``prompt`` (of more than one string) is refused with ``list_status``."""
+    list_status: int = 400
+    logprob_form: str = "legacy"
+    """How completions carry log-probabilities: "legacy" or "content" (llama-server)."""
+    eos_step: bool = True
+    """True: a generated end of text is a token ``</s>`` of the answer (vLLM). False: it is not, so
+    the lists stop before it and are empty when it comes first (llama-cpp-python)."""
+    echo_offsets: str | None = "cumulative"
+    """"cumulative": ``text_offset`` sums the tokens' strings from 0, BOS included (vLLM); "text":
+    offsets into the prompt, no BOS token (llama-cpp-python); None: no ``text_offset``."""
+    model: ToyModel = field(default_factory=ToyModel)
+
+    def __post_init__(self) -> None:
         self.requests: list[RecordedRequest] = []
         self.faults: deque[Fault] = deque()
         self.in_flight = 0
@@ -229,11 +404,17 @@ class FakeOpenAIServer:
         with self._lock:
             return [r.body for r in self.requests]
 
+    def reset(self) -> None:
+        """Forget the recorded requests and the in-flight maximum."""
+        with self._lock:
+            self.requests.clear()
+            self.max_in_flight = self.in_flight
+
     def _enter(self, path: str, body: Any, headers: dict[str, str]) -> Fault | None:
         with self._lock:
-            self.requests.append(RecordedRequest(path, body, headers))
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            self.requests.append(RecordedRequest(path, body, headers, self.in_flight))
             return self.faults.popleft() if self.faults else None
 
     def _leave(self) -> None:
@@ -243,67 +424,155 @@ class FakeOpenAIServer:
     # -- answers --------------------------------------------------------------------------------
 
     def respond(self, body: dict[str, Any], chat: bool) -> dict[str, Any]:
-        """The JSON answer to a well-formed request."""
-        prompt = body.get("messages") if chat else body.get("prompt")
-        prompt_tokens = _tokens(prompt if isinstance(prompt, str) else json.dumps(prompt))
+        """The JSON answer to a well-formed request (raises :class:`_Refusal` for an error)."""
+        if chat:
+            prompts: list[Any] = [body.get("messages")]
+        else:
+            prompt = body.get("prompt")
+            prompts = list(prompt) if isinstance(prompt, list) else [prompt]
+            if not all(isinstance(p, str) for p in prompts) or not prompts:
+                raise _Refusal(400, "prompt must be a string or a list of strings")
+            if len(prompts) > 1 and not self.list_prompts:
+                raise _Refusal(self.list_status, "only one prompt per request is supported")
         wants_logprobs = bool(body.get("logprobs")) if chat else body.get("logprobs") is not None
-        if wants_logprobs and self.logprobs_supported:
-            k = int(body.get("top_logprobs") or 0) if chat else int(body["logprobs"])
-            return self._logprobs_answer(k, chat, prompt_tokens)
+        if wants_logprobs:
+            if not chat and body.get("echo") and self.echo == "reject":
+                raise _Refusal(400, "echo is not supported with logprobs for this model")
+            echo = not chat and bool(body.get("echo")) and self.echo == "vllm"
+            return self._logprobs_answer(body, prompts, chat, echo)
+        return self._sample_answer(body, prompts, chat)
+
+    def _sample_answer(self, body: dict[str, Any], prompts: list[Any], chat: bool) -> dict[str, Any]:
         n = int(body.get("n") or 1)
         if self.max_n is not None:
             n = min(n, self.max_n)
         stops = body.get("stop") or []
         stops = [stops] if isinstance(stops, str) else list(stops)
         max_chars = 4 * int(body.get("max_tokens") or 16)
-        choices, total = [], 0
-        for i in range(n):
-            text = completion_text(prompt, body.get("seed"), i)
-            finish = "stop"
-            cuts = [text.index(s) for s in stops if s and s in text]
-            if cuts:
-                text = text[: min(cuts)]
-            elif len(text) > max_chars:
-                text, finish = text[:max_chars], "length"
-            total += _tokens(text)
-            if chat:
-                choice = {"index": i, "message": {"role": "assistant", "content": text}}
-            else:
-                choice = {"index": i, "text": text, "logprobs": None}
-            choice["finish_reason"] = finish
-            choices.append(choice)
+        choices, total, prompt_tokens = [], 0, 0
+        for prompt in prompts:
+            prompt_tokens += _tokens(prompt if isinstance(prompt, str) else json.dumps(prompt))
+            for i in range(n):
+                text = completion_text(prompt, body.get("seed"), i)
+                finish = "stop"
+                cuts = [text.index(s) for s in stops if s and s in text]
+                if cuts:
+                    text = text[: min(cuts)]
+                elif len(text) > max_chars:
+                    text, finish = text[:max_chars], "length"
+                total += _tokens(text)
+                if chat:
+                    choice = {"index": len(choices), "message": {"role": "assistant", "content": text}}
+                else:
+                    choice = {"index": len(choices), "text": text, "logprobs": None}
+                choice["finish_reason"] = finish
+                choices.append(choice)
         return self._envelope(chat, choices, prompt_tokens, total)
 
-    def _logprobs_answer(self, k: int, chat: bool, prompt_tokens: int) -> dict[str, Any]:
-        top = sorted(self.top_logprobs.items(), key=lambda kv: kv[1], reverse=True)[:k]
-        token, logprob = top[0] if top else ("", 0.0)
-        if chat:
-            entries = [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in top]
-            logprobs: dict[str, Any] = {
-                "content": [
-                    {
-                        "token": token,
-                        "logprob": logprob,
-                        "bytes": list(token.encode()),
-                        "top_logprobs": entries,
-                    }
-                ]
-            }
-            choice = {
-                "index": 0,
-                "message": {"role": "assistant", "content": token},
-                "logprobs": logprobs,
-                "finish_reason": "length",
-            }
-        else:
-            logprobs = {
-                "tokens": [token],
-                "token_logprobs": [logprob],
-                "top_logprobs": [dict(top)],
-                "text_offset": [0],
-            }
-            choice = {"index": 0, "text": token, "logprobs": logprobs, "finish_reason": "length"}
-        return self._envelope(chat, [choice], prompt_tokens, 1)
+    def _generate(self, previous: int, max_tokens: int) -> tuple[list[int], str]:
+        """Greedy tokens after ``previous`` and the finish reason."""
+        out: list[int] = []
+        for _ in range(max_tokens):
+            token = self.model.greedy(previous)
+            if token == 1:
+                if self.eos_step:
+                    out.append(token)
+                return out, "stop"
+            out.append(token)
+            previous = token
+        return out, "length"
+
+    def _logprobs_answer(
+        self, body: dict[str, Any], prompts: list[Any], chat: bool, echo: bool
+    ) -> dict[str, Any]:
+        k = int(body.get("top_logprobs") or 0) if chat else int(body["logprobs"])
+        max_tokens = int(body.get("max_tokens") if body.get("max_tokens") is not None else 16)
+        model = self.model
+        choices, prompt_total, completion_total = [], 0, 0
+        for prompt in prompts:
+            text = model.chat_text(prompt) if chat else prompt
+            prompt_ids = [0, *model.tokenize(text)]
+            generated, finish = self._generate(prompt_ids[-1], max_tokens)
+            prompt_total += len(prompt_ids)
+            completion_total += len(generated)
+            out_text = "".join(model.display(t) for t in generated if t != 1)
+            # (token, its logprob, top-k entries) per position; None logprob for the first prompt token
+            ids = prompt_ids + generated if echo else generated
+            first = 0 if echo else len(prompt_ids)
+            every = prompt_ids + generated
+            rows: list[tuple[int, float | None, list[tuple[int, float]]]] = []
+            for pos in range(first, len(every)):
+                token = every[pos]
+                if pos == 0:
+                    rows.append((token, None, []))
+                    continue
+                lp = model.logprobs(every[pos - 1])[token]
+                rows.append((token, lp, model.top(every[pos - 1], k)))
+            assert len(rows) == len(ids)
+            if not self.logprobs_supported:
+                logprobs: Any = None
+            elif chat or self.logprob_form == "content":
+                logprobs = {"content": [self._content_entry(t, lp, top) for t, lp, top in rows]}
+            else:
+                logprobs = self._legacy(rows, text, echo)
+            if chat:
+                choice: dict[str, Any] = {
+                    "index": len(choices),
+                    "message": {"role": "assistant", "content": out_text},
+                }
+            else:
+                choice = {"index": len(choices), "text": (text if echo else "") + out_text}
+            choice["logprobs"] = logprobs
+            choice["finish_reason"] = finish
+            choices.append(choice)
+        return self._envelope(chat, choices, prompt_total, completion_total)
+
+    def _content_entry(self, token: int, lp: float | None, top: list[tuple[int, float]]) -> dict[str, Any]:
+        model = self.model
+        entries = [{"token": model.display(t), "logprob": v, "bytes": list(model.raw(t))} for t, v in top]
+        return {
+            "token": model.display(token),
+            "logprob": lp,
+            "bytes": list(model.raw(token)),
+            "top_logprobs": entries,
+        }
+
+    def _legacy(
+        self, rows: list[tuple[int, float | None, list[tuple[int, float]]]], text: str, echo: bool
+    ) -> dict[str, Any]:
+        model = self.model
+        if echo and self.echo_offsets == "text":
+            rows = rows[1:]  # no BOS token, and the first real token gets no logprob
+            if rows:
+                rows[0] = (rows[0][0], None, [])
+        tokens = [model.display(t) for t, _, _ in rows]
+        tops: list[dict[str, float] | None] = []
+        for token, lp, top in rows:
+            if lp is None:
+                tops.append(None)
+                continue
+            entry = {model.display(t): v for t, v in top}
+            entry.setdefault(model.display(token), lp)  # the chosen token is always included
+            tops.append(entry)
+        out: dict[str, Any] = {
+            "tokens": tokens,
+            "token_logprobs": [lp for _, lp, _ in rows],
+            "top_logprobs": tops,
+        }
+        if self.echo_offsets == "cumulative" or not echo:
+            offsets, at = [], 0 if echo else len(text)
+            for token in tokens:
+                offsets.append(at)
+                at += len(token)
+            out["text_offset"] = offsets
+        elif self.echo_offsets == "text":
+            # character offsets into the text, as the decoded bytes before each token give them
+            offsets, done = [], b""
+            for token, _, _ in rows:
+                offsets.append(len(done.decode("utf-8", "ignore")))
+                done += model.raw(token)
+            out["text_offset"] = offsets
+        return out
 
     @staticmethod
     def _envelope(

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fake_openai_server import DEFAULT_TOP_LOGPROBS, FakeOpenAIServer, completion_text
+from fake_openai_server import FakeOpenAIServer, ToyModel, completion_text
 
 from anthology.errors import BackendError, MissingAPIKeyError, ServerUnreachableError
 from anthology.models.base import (
@@ -20,10 +20,18 @@ from anthology.models.base import (
     ScoreRequest,
     sample_seed,
 )
-from anthology.models.openai_compat import OpenAICompatModel, impute_option_logprobs
+from anthology.models.openai_compat import OpenAICompatModel, forget_servers, impute_option_logprobs
 
 SECRET = "sk-test-SECRET-value-123"
 KEY_ENV = "ANTHOLOGY_TEST_OPENAI_KEY"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_server_facts() -> Iterator[None]:
+    """What a server can do is remembered per address; a port the OS reuses is another server."""
+    forget_servers()
+    yield
+    forget_servers()
 
 
 @pytest.fixture
@@ -63,19 +71,26 @@ def test_protocol_identity_and_capabilities(server: FakeOpenAIServer) -> None:
         "base_url": server.base_url,
         "model": "fake-model",
         "top_logprobs": 5,
+        "scoring": "echo",  # the fake echoes prompt log-probabilities, as vLLM does
     }
     caps = model.capabilities
     assert (caps.completion, caps.chat, caps.logprobs) == (True, False, True)
-    assert (caps.top_logprobs, caps.max_context, caps.seeded) == (5, 4096, True)
-    chat_caps = make(server, chat=True).capabilities
+    assert (caps.top_logprobs, caps.max_context, caps.seeded, caps.scoring) == (None, 4096, True, "echo")
+    chat = make(server, chat=True, top_logprobs=5)
+    chat_caps = chat.capabilities
     assert (chat_caps.completion, chat_caps.chat) == (False, True)
+    assert (chat_caps.scoring, chat_caps.top_logprobs) == ("top-k", 5)
+    assert chat.identity["scoring"] == "top-k"
     model.close()
     model.close()
 
 
 def test_identity_strips_credentials_from_url() -> None:
-    model = OpenAICompatModel(model="m", base_url="http://user:pw@localhost:8000/v1/", api_key_env=None)
+    model = OpenAICompatModel(
+        model="m", base_url="http://user:pw@localhost:8000/v1/", api_key_env=None, scoring="top-k"
+    )
     assert model.identity["base_url"] == "http://localhost:8000/v1"
+    assert model.identity["scoring"] == "top-k"  # told, not probed: nothing is sent
     assert "pw" not in repr(model)
 
 
@@ -104,11 +119,13 @@ def test_n_samples_stop_and_length(server: FakeOpenAIServer) -> None:
     assert short.texts == [completion_text("hello", None, 0)[:4]]
 
 
-def test_fewer_choices_than_n_is_an_error() -> None:
+def test_fewer_choices_than_n_asks_for_the_rest_one_by_one() -> None:
     with FakeOpenAIServer(max_n=1) as fake:
         model = make(fake)
-        with pytest.raises(BackendError, match="1 choices for n=2"):
-            model.generate([GenerateRequest("hello", n=2)])
+        [result] = model.generate([GenerateRequest("hello", n=2, seed=4)])
+        assert result.texts == [completion_text("hello", sample_seed(4, k), 0) for k in range(2)]
+        assert [b["n"] for b in fake.bodies()] == [2, 1]
+        assert model.honours_n is False
 
 
 def test_chat_generate_hits_chat_completions(server: FakeOpenAIServer) -> None:
@@ -134,66 +151,69 @@ def test_seed_is_derived_with_sample_seed(server: FakeOpenAIServer) -> None:
 # -- scoring ------------------------------------------------------------------------------------
 
 
-def test_score_exact_options_in_top_k(server: FakeOpenAIServer) -> None:
-    model = make(server, top_logprobs=5)
-    [result] = model.score([ScoreRequest("Answer:", (" A", " B", " C"))])
-    assert result.logprobs == (-0.5, -1.5, -2.5)
-    assert result.imputed == (False, False, False)
-    assert result.coverage == pytest.approx(math.exp(-0.5) + math.exp(-1.5) + math.exp(-2.5))
-    body = server.bodies()[0]
-    assert body["prompt"] == "Answer:" and body["max_tokens"] == 1
-    assert body["temperature"] == 0 and body["logprobs"] == 5
+def test_score_is_exact_by_echo(server: FakeOpenAIServer) -> None:
+    model = make(server)
+    context = "Question: Is the sky blue?\nAnswer:"
+    options = (" (A", " A)", " (B", " B.")
+    [result] = model.score([ScoreRequest(context, options)])
+    toy = server.model
+    expected = [toy.score(context, o) for o in options]
+    assert result.logprobs == pytest.approx(expected)
+    assert result.imputed == (False,) * 4
+    assert result.coverage == pytest.approx(sum(math.exp(v) for v in expected))
+    assert result.imputed_mass == 0
+    body = server.bodies()[-1]  # one request for all the options, after the probe
+    assert body["prompt"] == [context + o for o in options]
+    assert (body["echo"], body["logprobs"], body["max_tokens"], body["temperature"]) == (True, 1, 1, 0)
+    assert len(server.requests) == 2
 
 
-def test_score_moves_trailing_space_and_matches_stripped_tokens(server: FakeOpenAIServer) -> None:
-    model = make(server, top_logprobs=5)
+def test_score_moves_trailing_space_onto_the_options(server: FakeOpenAIServer) -> None:
+    model = make(server)
     [result] = model.score([ScoreRequest("Answer: ", ("A", "B"))])
-    assert server.bodies()[0]["prompt"] == "Answer:"
-    assert result.logprobs == (-0.5, -1.5)
-    server.top_logprobs = {"A": -0.4, " A": -2.0, "B": -1.0}
-    [result] = model.score([ScoreRequest("Answer:", ("A", "B"))])
-    assert result.logprobs == (-0.4, -1.0)  # the best of "A" and " A"
-    assert result.coverage == pytest.approx(math.exp(-0.4) + math.exp(-1.0))
+    assert server.bodies()[-1]["prompt"] == ["Answer: A", "Answer: B"]
+    assert result.logprobs == pytest.approx([server.model.score("Answer:", o) for o in (" A", " B")])
 
 
-def test_score_imputes_missing_option(server: FakeOpenAIServer) -> None:
-    model = make(server, top_logprobs=5)
-    [result] = model.score([ScoreRequest("Answer:", (" A", " B", " D"))])
-    assert result.imputed == (False, False, True)
-    assert result.logprobs[:2] == (-0.5, -1.5)
-    top = [math.exp(v) for v in DEFAULT_TOP_LOGPROBS.values()]
-    expected = min(min(top), 1 - sum(top))
-    assert result.logprobs[2] == pytest.approx(math.log(expected))
-    assert result.coverage == pytest.approx(math.exp(-0.5) + math.exp(-1.5))
+def test_score_from_the_top_k_when_the_server_cannot_echo() -> None:
+    toy = ToyModel({(":", " A"): 9.0, (":", " B"): 8.0, (":", " C"): 7.0})
+    with FakeOpenAIServer(echo="reject", model=toy) as fake:
+        model = make(fake, top_logprobs=5)
+        assert model.capabilities.scoring == "top-k" and model.capabilities.top_logprobs == 5
+        [result] = model.score([ScoreRequest("Answer:", (" A", " B", " C", " D"))])
+        colon = toy.ids[":"]
+        lp = toy.logprobs(colon)
+        assert result.logprobs[:3] == pytest.approx([lp[toy.ids[t]] for t in (" A", " B", " C")])
+        assert result.imputed == (False, False, False, True)
+        top = list({toy.display(t): v for t, v in toy.top(colon, 5)}.values())  # as the server shows it
+        expected = min(min(math.exp(v) for v in top), 1 - sum(math.exp(v) for v in top))
+        assert result.logprobs[3] == pytest.approx(math.log(expected))
+        assert result.coverage == pytest.approx(sum(math.exp(v) for v in result.logprobs[:3]))
+        body = fake.bodies()[-1]
+        assert body["prompt"] == "Answer:" and body["logprobs"] == 5 and body["temperature"] == 0
+        assert "echo" not in body and body["max_tokens"] == 2  # enough steps for the longest option
 
 
-def test_score_top_k_is_truncated_and_imputation_capped(server: FakeOpenAIServer) -> None:
-    [result] = make(server, top_logprobs=2).score([ScoreRequest("Q", (" A", " B", " C"))])
-    assert server.bodies()[0]["logprobs"] == 2
-    assert result.imputed == (False, False, True)
-    # only " A" and " B" came back: " C" gets the mass they leave (0.17 < p(" B") = 0.22)
-    assert result.logprobs[2] == pytest.approx(math.log(1 - math.exp(-0.5) - math.exp(-1.5)))
-    [result] = make(server, top_logprobs=3).score([ScoreRequest("Q", (" A", " D"))])
-    # 1 - p(A, B, C) = 0.088 is more than p(" C") = 0.082: " D" is capped at p(" C")
-    assert result.logprobs == (-0.5, pytest.approx(-2.5))
-    assert result.imputed == (False, True)
-
-
-def test_chat_score(server: FakeOpenAIServer) -> None:
-    model = make(server, chat=True, top_logprobs=3)
-    messages = ({"role": "user", "content": "Pick A, B or C."},)
-    [result] = model.score([ScoreRequest(messages, ("A", "B", "C"))])
-    body = server.bodies()[0]
-    assert server.paths() == ["/v1/chat/completions"]
-    assert body["logprobs"] is True and body["top_logprobs"] == 3 and body["max_tokens"] == 1
-    assert result.logprobs == (-0.5, -1.5, -2.5)
-    assert result.imputed == (False, False, False)
+def test_chat_score() -> None:
+    toy = ToyModel({(":", "A"): 9.0, (":", "B"): 8.0, (":", "C"): 7.0})
+    with FakeOpenAIServer(model=toy) as fake:
+        model = make(fake, chat=True, top_logprobs=3)
+        messages = ({"role": "user", "content": "Pick A, B or C."},)
+        [result] = model.score([ScoreRequest(messages, ("A", "B", "C"))])
+        body = fake.bodies()[0]
+        assert fake.paths() == ["/v1/chat/completions"]  # no probe for chat
+        assert body["logprobs"] is True and body["top_logprobs"] == 3 and body["max_tokens"] == 1
+        lp = toy.logprobs(toy.ids[":"])
+        assert result.logprobs == pytest.approx([lp[toy.ids[t]] for t in "ABC"])
+        assert result.imputed == (False, False, False)
 
 
 @pytest.mark.parametrize("chat", [False, True])
 def test_server_without_logprobs_fails_at_once(chat: bool) -> None:
     with FakeOpenAIServer(logprobs_supported=False) as fake:
         model = make(fake, chat=chat)
+        assert model.capabilities.scoring == "top-k"  # the probe saw no echoed log-probabilities
+        fake.reset()
         context = ({"role": "user", "content": "Q"},) if chat else "Q"
         with pytest.raises(BackendError, match="does the server support logprobs"):
             model.score([ScoreRequest(context, (" A",))])
@@ -237,16 +257,19 @@ def test_500_then_success(server: FakeOpenAIServer) -> None:
 
 
 def test_malformed_json_then_success(server: FakeOpenAIServer) -> None:
+    model = make(server)
+    assert model.scoring == "echo"
+    server.reset()
     server.inject(("malformed",))
-    [result] = make(server).score([ScoreRequest("Q", (" A",))])
-    assert result.logprobs == (-0.5,)
+    [result] = model.score([ScoreRequest("Q:", (" A",))])
+    assert result.logprobs == pytest.approx([server.model.score("Q:", " A")])
     assert len(server.requests) == 2
 
 
 def test_timeout_then_success(server: FakeOpenAIServer) -> None:
     server.inject(("sleep", 1.0))
     start = time.monotonic()
-    [result] = make(server, timeout=0.3).generate([GenerateRequest("x")])
+    [result] = make(server, timeout=0.3, timeout_per_1k_tokens=0).generate([GenerateRequest("x")])
     assert result.texts == [completion_text("x", None, 0)]
     assert time.monotonic() - start < 1.0
     assert len(server.requests) == 2
@@ -348,8 +371,8 @@ def test_generate_inside_running_event_loop(server: FakeOpenAIServer) -> None:
 
     async def main() -> list[str]:
         [result] = model.generate([GenerateRequest("inside")])
-        [score] = model.score([ScoreRequest("Q", (" A",))])
-        assert score.logprobs == (-0.5,)
+        [score] = model.score([ScoreRequest("Q:", (" A",))])
+        assert score.logprobs == pytest.approx([server.model.score("Q:", " A")])
         return result.texts
 
     assert asyncio.run(main()) == [completion_text("inside", None, 0)]
@@ -380,12 +403,13 @@ def test_ask_keeps_a_server_saturated_with_each_backstorys_questions_together(
         """The real transport, noting the order in which requests go out on the wire."""
 
         async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-            sent.append(json.loads(request.content)["prompt"])
+            prompt = json.loads(request.content)["prompt"]
+            sent.append(prompt[0] if isinstance(prompt, list) else prompt)  # one list per question
             return await super().handle_async_request(request)
 
     server.delay = 0.1
     full = load_survey("gss2018-spending").questionnaire
-    questionnaire = full.model_copy(update={"questions": full.questions[:6]})
+    questionnaire = full.model_copy(update={"questions": full.questions[:3]})
     stories = [f"Question: Tell me about yourself.\n\nAnswer: I am person number {i}." for i in range(40)]
     panel = pd.DataFrame(
         {
@@ -400,6 +424,8 @@ def test_ask_keeps_a_server_saturated_with_each_backstorys_questions_together(
     answers, _ = ask(model, panel, questionnaire, config=AskConfig(context="independent", mode="logprob"))
     assert len(answers) == 40 * len(questionnaire)
     assert server.max_in_flight >= 64
-    person = [next(i for i, story in enumerate(stories) if p.startswith(story)) for p in sent]
+    probes = [p for p in sent if not any(p.startswith(story) for story in stories)]
+    assert probes == sent[:1]  # the echo probe, once, before any question
+    person = [next(i for i, story in enumerate(stories) if p.startswith(story)) for p in sent[1:]]
     assert len(person) == 40 * len(questionnaire)
     assert person == sorted(person)  # each backstory's questions together, backstories in turn

@@ -1,18 +1,47 @@
 """A backend for OpenAI-compatible HTTP servers: vLLM, SGLang, Ollama, llama.cpp server, OpenAI.
 
-Completion prompts go to ``/completions``, chat prompts to ``/chat/completions``. Option scoring
-asks for one token with the top-k log-probabilities and reads the options off that list; options
-outside the top-k are imputed with :func:`impute_option_logprobs` (the OpinionQA rule).
+Completion prompts go to ``/completions``, chat prompts to ``/chat/completions``.
 
-Requests run concurrently (up to ``concurrency`` in flight) on an ``httpx.AsyncClient``; the public
-methods are synchronous. Transient failures (429, 5xx, timeouts, connection errors, malformed
-bodies) are retried with exponential backoff and jitter; other 4xx answers fail at once. The API
-key is read from an environment variable and never appears in identity, repr, logs or errors.
+**Option scoring** has two methods; :attr:`OpenAICompatModel.scoring` says which one a server gets
+(it is part of :attr:`~OpenAICompatModel.identity`, since the scores differ):
+
+* ``"echo"`` (exact; completion prompts on servers such as vLLM): every option is sent as the prompt
+  ``context + option`` with ``echo: true, logprobs: 1, max_tokens: 1, temperature: 0`` - all options
+  of a request in one HTTP request as a list prompt, so the server batches them - and the server
+  returns the log-probabilities of the prompt's own tokens. An option's log-probability is the sum
+  over the echoed tokens that lie inside the option (see :func:`_echo_option` for how tokens are
+  placed and how a token that runs across the end of the context is detected; such an option is
+  marked imputed, never silently mis-scored). ``max_tokens`` is 1, not 0: vLLM accepts both (0
+  returns the prompt alone), but llama-cpp-python reads ``max_tokens <= 0`` as "up to the context
+  length"; the one generated token is left out. (vLLM does not read its prefix cache for requests
+  that ask for prompt log-probabilities, so each option's prompt is computed in full.)
+* ``"top-k"`` (chat endpoints, and servers that cannot echo): the server generates a few greedy
+  tokens with the top-k alternatives at each, and every option is walked along them
+  (:func:`_walk_options`): an option read off the alternatives along the greedy path is exact; the
+  part of an option that leaves the greedy path, or that no alternative holds, is imputed (the
+  OpinionQA rule, :func:`impute_option_logprobs`), only that part, and the option is marked imputed.
+
+Whether a server echoes is probed once per (base URL, model) in this process, with a tiny request,
+the first time :attr:`~OpenAICompatModel.capabilities`, :attr:`~OpenAICompatModel.identity` or
+:meth:`~OpenAICompatModel.score` needs it (``scoring="top-k"`` skips the probe). The probe also tells
+whether the server takes a list of prompts; without, every option goes in a request of its own. Other
+server facts are learnt from answers: a server that returns fewer choices than ``n`` (llama-cpp-python
+returns one) gets one seeded request per sample from then on (:attr:`~OpenAICompatModel.honours_n`).
+
+**Requests** run concurrently on an ``httpx.AsyncClient``; the public methods are synchronous. At most
+``concurrency`` are in flight, fewer while the server is saturated: timeouts, 429 and 503 answers
+halve the number allowed in flight and successes raise it again by one per window
+(:class:`_AdaptiveLimit`). A request's timeout grows with its work: ``timeout`` plus
+``timeout_per_1k_tokens`` for every 1000 tokens it may generate (``max_tokens * n`` per prompt).
+Transient failures (429, 5xx, timeouts, connection errors, malformed bodies) are retried with
+exponential backoff and jitter; other 4xx answers fail at once. The API key is read from an
+environment variable and never appears in identity, repr, logs or errors.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import ipaddress
 import json
@@ -20,15 +49,18 @@ import logging
 import math
 import os
 import random
+import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from anthology.errors import BackendError, MissingAPIKeyError, ServerUnreachableError
+from anthology.errors import BackendError, CapabilityError, MissingAPIKeyError, ServerUnreachableError
 from anthology.models.base import (
     Capabilities,
     FinishReason,
@@ -37,7 +69,7 @@ from anthology.models.base import (
     Sample,
     ScoreRequest,
     ScoreResult,
-    check_requests,
+    is_chat,
     sample_seed,
     split_context_space,
 )
@@ -45,9 +77,17 @@ from anthology.models.base import (
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+Scoring = Literal["echo", "top-k"]
 
 _MAX_SERVER_MESSAGE = 300
 _CONNECT_RETRIES = 2  # retries for a server that refuses every connection (it may be starting)
+_MAX_CHAIN_STEPS = 8  # greedy tokens asked for when scoring from the top-k (options are a few tokens)
+_ECHO_PROMPT_WEIGHT = 0.1  # an echoed prompt token counts as this many generated tokens of work
+_CONGESTED_STATUSES = frozenset({429, 503})
+_PROBE_TRANSIENT = frozenset({429, 502, 503, 504})
+_PROBE: tuple[tuple[str, str], ...] = (("The sky is", " blue"), ("The grass is", " green"))
+"""Contexts and options of the echo probe: boundaries before a space-led word, which every tokeniser
+keeps, so a server that echoes scores both."""
 
 
 def impute_option_logprobs(
@@ -87,6 +127,129 @@ def impute_option_logprobs(
     return [fill if lp is None else float(lp) for lp in option_logprobs], imputed
 
 
+def _fill(n_missing: int, top_k_logprobs: Sequence[float]) -> float:
+    """The log-probability :func:`impute_option_logprobs` gives each of ``n_missing`` options."""
+    values, _ = impute_option_logprobs([None] * n_missing, top_k_logprobs)
+    return values[0]
+
+
+# -- what a server can do, learnt once per process -----------------------------------------------
+
+
+@dataclass
+class _ServerFacts:
+    """What one (base URL, model) server was found to do."""
+
+    scoring: Scoring | None = None  # None until probed
+    list_prompts: bool = False  # takes a list of prompts in one /completions request
+    honours_n: bool | None = None  # None until a request with n > 1 was answered
+
+
+_SERVERS: dict[tuple[str, str], _ServerFacts] = {}
+_SERVERS_LOCK = threading.Lock()
+_PROBE_LOCKS: dict[tuple[str, str], threading.Lock] = {}
+
+
+def forget_servers() -> None:
+    """Forget what was learnt about every server (e.g. after a server was replaced by another one
+    at the same address); the next use probes again."""
+    with _SERVERS_LOCK:
+        _SERVERS.clear()
+        _PROBE_LOCKS.clear()
+
+
+def _facts(key: tuple[str, str]) -> _ServerFacts:
+    with _SERVERS_LOCK:
+        facts = _SERVERS.get(key)
+        if facts is None:
+            facts = _SERVERS[key] = _ServerFacts()
+        return facts
+
+
+def _probe_lock(key: tuple[str, str]) -> threading.Lock:
+    with _SERVERS_LOCK:
+        lock = _PROBE_LOCKS.get(key)
+        if lock is None:
+            lock = _PROBE_LOCKS[key] = threading.Lock()
+        return lock
+
+
+# -- concurrency ---------------------------------------------------------------------------------
+
+_OK, _CONGESTED, _NEUTRAL = "ok", "congested", "neutral"
+
+
+class _AdaptiveLimit:
+    """How many requests may be in flight: additive increase, multiplicative decrease (AIMD).
+
+    Starts at ``start`` (at most ``maximum``). A congestion signal (a timeout, 429 or 503) halves the
+    limit (not below 1), once per wave: requests that were already in flight when it was halved do not
+    halve it again, so one saturated moment costs one halving, not one per request. Each success raises
+    the limit by ``1 / limit``, about one more request in flight per window of successes, up to
+    ``maximum``. Waiting requests are let in first come, first served, so the order in which requests
+    were submitted is the order in which they go out. Not thread-safe: one event loop uses it.
+    """
+
+    def __init__(self, maximum: int, start: float | None = None) -> None:
+        self.maximum = maximum
+        self.limit = float(min(maximum, max(1.0, start if start is not None else maximum)))
+        self.in_flight = 0
+        self.epoch = 0  # counts the halvings
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def _allowed(self) -> int:
+        return max(1, int(self.limit))
+
+    async def acquire(self) -> int:
+        """Wait for a slot; returns the epoch to give back to :meth:`release`."""
+        if not self._waiters and self.in_flight < self._allowed():
+            self.in_flight += 1
+            return self.epoch
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.in_flight -= 1  # granted, then cancelled before it could run: pass the slot on
+                self._wake()
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(future)
+            raise
+        return self.epoch
+
+    def release(self, epoch: int, outcome: str) -> None:
+        """Give the slot back, with the request's outcome: ``"ok"``, ``"congested"`` or other."""
+        self.in_flight -= 1
+        if outcome == _CONGESTED:
+            if epoch == self.epoch:
+                self.limit = max(1.0, float(int(self.limit) // 2))
+                self.epoch += 1
+        elif outcome == _OK and self.limit < self.maximum:
+            self.limit = min(float(self.maximum), self.limit + 1.0 / self.limit)
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self.in_flight < self._allowed():
+            future = self._waiters.popleft()
+            if future.done():
+                continue
+            self.in_flight += 1
+            future.set_result(None)
+
+
+@dataclass
+class _Session:
+    """What one run of requests shares: the client and the in-flight limit."""
+
+    client: httpx.AsyncClient
+    limit: _AdaptiveLimit
+
+
+# -- small helpers -------------------------------------------------------------------------------
+
+
 class _Secret:
     """Holds the API key; its repr never shows the value."""
 
@@ -108,7 +271,15 @@ class _BadResponse(Exception):
 
 class _Unusable(Exception):
     """A well-formed 2xx answer that cannot serve the request and would not change on a retry
-    (no log-probabilities, fewer choices than asked); raised as :class:`BackendError` at once."""
+    (no log-probabilities); raised as :class:`BackendError` at once."""
+
+
+class _Rejected(Exception):
+    """A probe request the server refused (it does not support what was asked)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
 
 
 def _is_local(url: str) -> bool:
@@ -214,14 +385,48 @@ def _usage(data: dict[str, Any]) -> tuple[int, int]:
     return _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))
 
 
+def _completion_count(data: dict[str, Any]) -> int | None:
+    """``usage.completion_tokens`` when the server reports it."""
+    usage = data.get("usage")
+    value = usage.get("completion_tokens") if isinstance(usage, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def _number(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _BadResponse(f"log-probability is not a number: {value!r}")
     return float(value)
 
 
+def _no_logprobs() -> _Unusable:
+    return _Unusable("returned no log-probabilities: does the server support logprobs?")
+
+
+# -- the backend ---------------------------------------------------------------------------------
+
+
 class OpenAICompatModel:
-    """A model served by an OpenAI-compatible HTTP server (completion or chat)."""
+    """A model served by an OpenAI-compatible HTTP server (completion or chat).
+
+    Args:
+        model: the model name the server knows.
+        base_url: the API root, e.g. ``http://localhost:8000/v1``.
+        api_key_env: the environment variable holding the API key (``None``: no key).
+        chat: send chat messages to ``/chat/completions`` (scores with ``"top-k"``).
+        concurrency: the most requests in flight (fewer while the server is saturated).
+        timeout: seconds a request may take, before the term for its work is added.
+        timeout_per_1k_tokens: seconds added to a request's timeout per 1000 tokens it may generate
+            (``max_tokens * n`` for every prompt it carries; an echoed prompt token counts as 0.1).
+        max_retries: retries of a transient failure.
+        backoff_base, backoff_max: the exponential backoff between retries, in seconds.
+        top_logprobs: alternatives per token asked for when scoring from the top-k.
+        max_context: the model's context length, when known (reported in capabilities).
+        scoring: ``"auto"`` probes whether a completions server echoes prompt log-probabilities;
+            ``"top-k"`` never probes and scores from the top-k; ``"echo"`` insists on echo scoring
+            (the probe still runs, to learn whether list prompts work, and a server that does not
+            echo is a :class:`~anthology.errors.CapabilityError`).
+        transport: an ``httpx`` transport (tests).
+    """
 
     def __init__(
         self,
@@ -232,11 +437,13 @@ class OpenAICompatModel:
         chat: bool = False,
         concurrency: int = 64,
         timeout: float = 60.0,
+        timeout_per_1k_tokens: float = 20.0,
         max_retries: int = 6,
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
         top_logprobs: int = 20,
         max_context: int | None = None,
+        scoring: Literal["auto", "echo", "top-k"] = "auto",
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if concurrency < 1:
@@ -247,6 +454,10 @@ class OpenAICompatModel:
             raise ValueError(f"top_logprobs must be at least 1, got {top_logprobs}")
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
+        if timeout_per_1k_tokens < 0:
+            raise ValueError(f"timeout_per_1k_tokens must be >= 0, got {timeout_per_1k_tokens}")
+        if scoring not in ("auto", "echo", "top-k"):
+            raise ValueError(f"scoring must be 'auto', 'echo' or 'top-k', got {scoring!r}")
         self._model = model
         self._base_url = base_url.rstrip("/")
         self._public_base_url = _public_url(base_url)
@@ -254,12 +465,15 @@ class OpenAICompatModel:
         self._api_key_env = api_key_env
         self._chat = chat
         self._concurrency = concurrency
+        self._limit_value = float(concurrency)  # the adaptive limit, kept from one call to the next
         self._timeout = timeout
+        self._timeout_per_1k = timeout_per_1k_tokens
         self._max_retries = max_retries
         self._backoff_base = backoff_base
         self._backoff_max = backoff_max
         self._top_logprobs = top_logprobs
         self._max_context = max_context
+        self._scoring_choice = scoring
         self._transport = transport
         key = os.environ.get(api_key_env) if api_key_env else None
         if not key and api_key_env and not self._local:
@@ -273,24 +487,52 @@ class OpenAICompatModel:
 
     @property
     def identity(self) -> dict[str, Any]:
-        # top_logprobs changes imputed option scores, so it is part of what identifies an answer.
+        # top_logprobs changes imputed option scores and scoring changes every score, so both are
+        # part of what identifies an answer. Probes a completions server on first use.
         return {
             "backend": "openai",
             "base_url": self._public_base_url,
             "model": self._model,
             "top_logprobs": self._top_logprobs,
+            "scoring": self.scoring,
         }
 
     @property
     def capabilities(self) -> Capabilities:
+        scoring = self.scoring
+        return self._capabilities(scoring)
+
+    def _capabilities(self, scoring: Scoring) -> Capabilities:
         return Capabilities(
             completion=not self._chat,
             chat=self._chat,
             logprobs=True,
-            top_logprobs=self._top_logprobs,
+            top_logprobs=None if scoring == "echo" else self._top_logprobs,
             max_context=self._max_context,
             seeded=True,
+            scoring=scoring,
         )
+
+    @property
+    def scoring(self) -> Scoring:
+        """How options are scored: ``"echo"`` (exact) or ``"top-k"``; probes the server once."""
+        if self._chat or self._scoring_choice == "top-k":
+            return "top-k"
+        facts = self._server_facts()
+        assert facts.scoring is not None
+        return facts.scoring
+
+    @property
+    def honours_n(self) -> bool | None:
+        """Whether the server returns ``n`` choices for ``n > 1`` (``None`` until a request showed
+        it). A server that does not gets one request per sample, each with its own seed
+        ``sample_seed(seed, k)``, so sample k is the same text however it was asked for."""
+        return _facts(self._key_of()).honours_n
+
+    @property
+    def concurrency_limit(self) -> int:
+        """How many requests may be in flight now (``concurrency`` unless the server was saturated)."""
+        return max(1, int(self._limit_value))
 
     def __repr__(self) -> str:
         return (
@@ -302,50 +544,126 @@ class OpenAICompatModel:
         requests = list(requests)
         if not requests:
             return []
-        check_requests(self, "generate", requests)
+        caps = self._capabilities("top-k")  # generation does not depend on how options are scored
+        for chat in {is_chat(r.prompt) for r in requests}:
+            caps.require(kind="generate", chat=chat)
         jobs = [self._generate_job(r) for r in requests]
         return self._run_sync(lambda: self._run_all(jobs))
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
-        """Log-probability of each option after its context, from the server's top-k."""
+        """Log-probability of each option after its context (see the module docstring)."""
         requests = list(requests)
         if not requests:
             return []
-        check_requests(self, "score", requests)
-        jobs = [self._score_job(r) for r in requests]
+        caps = self.capabilities
+        for chat in {is_chat(r.context) for r in requests}:
+            caps.require(kind="score", chat=chat)
+        lists = caps.scoring == "echo" and _facts(self._key_of()).list_prompts
+        jobs = [self._echo_job(r, lists) if caps.scoring == "echo" else self._top_k_job(r) for r in requests]
         return self._run_sync(lambda: self._run_all(jobs))
 
     def close(self) -> None:
         """Release resources. Each call opens its own client (one per event-loop run) and closes
         it before returning, so nothing stays open between calls; safe to call more than once."""
 
-    # -- request building -----------------------------------------------------------------------
+    # -- server facts ---------------------------------------------------------------------------
 
-    def _generate_job(
-        self, request: GenerateRequest
-    ) -> tuple[str, dict[str, Any], Callable[[Any], GenerateResult]]:
-        body: dict[str, Any] = {"model": self._model}
-        if isinstance(request.prompt, str):
-            path = "/completions"
-            body["prompt"] = request.prompt
-        else:
-            path = "/chat/completions"
-            body["messages"] = [dict(m) for m in request.prompt]
-        body.update(
-            max_tokens=request.max_tokens,
-            temperature=request.temperature,
-            top_p=request.top_p,
-            n=request.n,
-        )
-        if request.stop:
-            body["stop"] = list(request.stop)
-        seed = sample_seed(request.seed, request.first_sample)
-        if seed is not None:
-            body["seed"] = seed
-        chat = path == "/chat/completions"
+    def _key_of(self) -> tuple[str, str]:
+        return (self._public_base_url, self._model)
 
-        def parse(data: Any) -> GenerateResult:
+    def _server_facts(self) -> _ServerFacts:
+        """The facts of this server, probing it first if nobody in this process has."""
+        key = self._key_of()
+        facts = _facts(key)
+        if facts.scoring is None:
+            with _probe_lock(key):
+                if facts.scoring is None:
+                    scoring, lists = self._run_sync(lambda: self._run_all([self._probe]))[0]
+                    facts.list_prompts = lists
+                    facts.scoring = scoring
+                    logger.info(
+                        "%s (%s) scores options by %s%s",
+                        self._public_base_url,
+                        self._model,
+                        scoring,
+                        " with list prompts" if lists else "",
+                    )
+        if self._scoring_choice == "echo" and facts.scoring != "echo":
+            raise CapabilityError(
+                f"{self._public_base_url} does not echo prompt log-probabilities on /completions; "
+                "use scoring: auto or top-k"
+            )
+        return facts
+
+    async def _probe(self, session: _Session) -> tuple[Scoring, bool]:
+        """Whether the server echoes prompt log-probabilities, and whether it takes list prompts:
+        the two :data:`_PROBE` prompts go out as one list; a refusal (or one choice only) is asked
+        again with the first prompt alone. Echo counts only when both options score exactly."""
+        contexts = [c for c, _ in _PROBE]
+        prompts = [c + o for c, o in _PROBE]
+        body: dict[str, Any] = {
+            "model": self._model,
+            "prompt": prompts,
+            "echo": True,
+            "logprobs": 1,
+            "max_tokens": 1,
+            "temperature": 0,
+        }
+        timeout = self._request_timeout(len(prompts))
+        try:
+            data = await self._post(session, "/completions", body, lambda d: d, timeout=timeout, probe=True)
+        except _Rejected as exc:
+            logger.debug("list echo probe refused: %s", exc)
+            data = None
+        if data is not None:
+            choices = _probe_choices(data)
+            if len(choices) == len(prompts):
+                ok = all(
+                    _probe_echoes(data, choice, p, c, len(choices))
+                    for choice, p, c in zip(choices, prompts, contexts, strict=True)
+                )
+                return ("echo" if ok else "top-k"), True
+        body["prompt"] = prompts[0]
+        try:
+            data = await self._post(session, "/completions", body, lambda d: d, timeout=timeout, probe=True)
+        except _Rejected as exc:
+            logger.debug("echo probe refused: %s", exc)
+            return "top-k", False
+        choices = _probe_choices(data)
+        ok = len(choices) == 1 and _probe_echoes(data, choices[0], prompts[0], contexts[0], 1)
+        return ("echo" if ok else "top-k"), False
+
+    def _request_timeout(self, work_tokens: float) -> float:
+        return self._timeout + self._timeout_per_1k * max(0.0, work_tokens) / 1000.0
+
+    # -- generation -----------------------------------------------------------------------------
+
+    def _generate_job(self, request: GenerateRequest) -> Callable[[_Session], Awaitable[GenerateResult]]:
+        chat = is_chat(request.prompt)
+        path = "/chat/completions" if chat else "/completions"
+
+        def body(n: int, seed: int | None) -> dict[str, Any]:
+            out: dict[str, Any] = {"model": self._model}
+            if isinstance(request.prompt, str):
+                out["prompt"] = request.prompt
+            else:
+                out["messages"] = [dict(m) for m in request.prompt]
+            out.update(
+                max_tokens=request.max_tokens,
+                temperature=request.temperature,
+                top_p=request.top_p,
+                n=n,
+            )
+            if request.stop:
+                out["stop"] = list(request.stop)
+            if seed is not None:
+                out["seed"] = seed
+            return out
+
+        def parse(data: Any) -> tuple[list[Sample], int]:
             choices = _choices(data)
+            if not choices:
+                raise _BadResponse("response has no choices")
             texts: list[str] = []
             for choice in choices:
                 if chat:
@@ -359,34 +677,105 @@ class OpenAICompatModel:
                 if not isinstance(text, str):
                     raise _BadResponse("a choice has no text")
                 texts.append(text)
-            if len(texts) < request.n:
-                raise _Unusable(
-                    f"returned {len(texts)} choices for n={request.n}; "
-                    "the server may not support n > 1 (request one sample at a time)"
-                )
-            texts = texts[: request.n]
             prompt_tokens, completion_tokens = _usage(data)
             per_choice = [
                 c["usage"].get("completion_tokens") if isinstance(c.get("usage"), dict) else None
-                for c in choices[: request.n]
+                for c in choices
             ]
             if all(isinstance(x, int) for x in per_choice):
                 counts = [int(x) for x in per_choice]  # some servers report per-choice usage
             else:
                 counts = _split_tokens(completion_tokens, texts)
-            samples = tuple(
-                Sample(
-                    text=t,
-                    finish_reason=_finish_reason(c.get("finish_reason")),
-                    completion_tokens=k,
-                )
-                for t, c, k in zip(texts, choices, counts, strict=False)
+            samples = [
+                Sample(text=t, finish_reason=_finish_reason(c.get("finish_reason")), completion_tokens=k)
+                for t, c, k in zip(texts, choices, counts, strict=True)
+            ]
+            return samples, prompt_tokens
+
+        def seed_of(k: int) -> int | None:
+            return sample_seed(request.seed, request.first_sample + k)
+
+        async def one(session: _Session, k: int) -> tuple[list[Sample], int]:
+            timeout = self._request_timeout(request.max_tokens)
+            return await self._post(session, path, body(1, seed_of(k)), parse, timeout=timeout)
+
+        async def run(session: _Session) -> GenerateResult:
+            facts = _facts(self._key_of())
+            n = request.n
+            if n == 1 or facts.honours_n is False:
+                got = await asyncio.gather(*(one(session, k) for k in range(n)))
+                samples = [s[0][0] for s in got]
+                return GenerateResult(samples=tuple(samples), prompt_tokens=got[0][1])
+            timeout = self._request_timeout(request.max_tokens * n)
+            samples, prompt_tokens = await self._post(
+                session, path, body(n, seed_of(0)), parse, timeout=timeout
             )
-            return GenerateResult(samples=samples, prompt_tokens=prompt_tokens)
+            if len(samples) >= n:
+                facts.honours_n = True
+                return GenerateResult(samples=tuple(samples[:n]), prompt_tokens=prompt_tokens)
+            if facts.honours_n is not False:
+                facts.honours_n = False
+                logger.warning(
+                    "%s returned %d choices for n=%d: asking for one sample per request from now on",
+                    self._public_base_url,
+                    len(samples),
+                    n,
+                )
+            # Choice 0 is what a request for sample 0 alone (its seed, n=1) returns; the others are
+            # asked for one by one with their own seeds, as every later request will be.
+            rest = await asyncio.gather(*(one(session, k) for k in range(1, n)))
+            every = [samples[0], *(s[0][0] for s in rest)]
+            return GenerateResult(samples=tuple(every), prompt_tokens=prompt_tokens)
 
-        return path, body, parse
+        return run
 
-    def _score_job(self, request: ScoreRequest) -> tuple[str, dict[str, Any], Callable[[Any], ScoreResult]]:
+    # -- scoring --------------------------------------------------------------------------------
+
+    def _echo_job(self, request: ScoreRequest, lists: bool) -> Callable[[_Session], Awaitable[ScoreResult]]:
+        assert isinstance(request.context, str)
+        context, options = split_context_space(request.context, request.options)
+        prompts = [context + option for option in options]
+        base: dict[str, Any] = {
+            "model": self._model,
+            "echo": True,
+            "logprobs": 1,
+            "max_tokens": 1,
+            "temperature": 0,
+        }
+
+        def work(batch: Sequence[str]) -> float:
+            return len(batch) + _ECHO_PROMPT_WEIGHT * sum(len(p) for p in batch) / 4
+
+        def parser(batch: list[str]) -> Callable[[Any], tuple[list[tuple[float, int] | None], int]]:
+            return lambda data: _echo_parse(data, batch, len(context))
+
+        async def run(session: _Session) -> ScoreResult:
+            if lists and len(prompts) > 1:
+                body = {**base, "prompt": prompts}
+                timeout = self._request_timeout(work(prompts))
+                found, prompt_total = await self._post(
+                    session, "/completions", body, parser(prompts), timeout=timeout
+                )
+            else:
+                got = await asyncio.gather(
+                    *(
+                        self._post(
+                            session,
+                            "/completions",
+                            {**base, "prompt": p},
+                            parser([p]),
+                            timeout=self._request_timeout(work([p])),
+                        )
+                        for p in prompts
+                    )
+                )
+                found = [g[0][0] for g in got]
+                prompt_total = sum(g[1] for g in got)
+            return _echo_result(found, prompt_total, len(prompts))
+
+        return run
+
+    def _top_k_job(self, request: ScoreRequest) -> Callable[[_Session], Awaitable[ScoreResult]]:
         k = self._top_logprobs
         context = request.context
         options = request.options
@@ -394,26 +783,35 @@ class OpenAICompatModel:
         if isinstance(context, str):
             context, options = split_context_space(context, options)
             path = "/completions"
-            body.update(prompt=context, max_tokens=1, temperature=0, logprobs=k)
+            body["prompt"] = context
         else:
             path = "/chat/completions"
-            body.update(
-                messages=[dict(m) for m in context],
-                max_tokens=1,
-                temperature=0,
-                logprobs=True,
-                top_logprobs=k,
-            )
-        chat = path == "/chat/completions"
+            body["messages"] = [dict(m) for m in context]
+        steps = max(1, min(_MAX_CHAIN_STEPS, max(len(o) for o in options)))
+        body.update(max_tokens=steps, temperature=0)
+        if path == "/completions":
+            body["logprobs"] = k
+        else:
+            body.update(logprobs=True, top_logprobs=k)
 
         def parse(data: Any) -> ScoreResult:
             choices = _choices(data)
             if not choices:
                 raise _BadResponse("response has no choices")
-            top = _chat_top(choices[0]) if chat else _completion_top(choices[0])
-            return _score_options(options, top, _usage(data)[0])
+            read, after = _steps(choices[0])
+            logprobs, imputed = _walk_options(options, read, after)
+            coverage = sum(math.exp(lp) for lp, filled in zip(logprobs, imputed, strict=True) if not filled)
+            return ScoreResult(
+                logprobs=tuple(logprobs),
+                coverage=coverage,
+                imputed=tuple(imputed),
+                prompt_tokens=_usage(data)[0],
+            )
 
-        return path, body, parse
+        async def run(session: _Session) -> ScoreResult:
+            return await self._post(session, path, body, parse, timeout=self._request_timeout(steps))
+
+        return run
 
     # -- async machinery ------------------------------------------------------------------------
 
@@ -438,7 +836,7 @@ class OpenAICompatModel:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="openai-compat") as pool:
             return pool.submit(asyncio.run, main()).result()
 
-    async def _run_all(self, jobs: list[tuple[str, dict[str, Any], Callable[[Any], T]]]) -> list[T]:
+    async def _run_all(self, jobs: Sequence[Callable[[_Session], Awaitable[T]]]) -> list[T]:
         headers = {"User-Agent": "anthology"}
         if self._key is not None:
             headers["Authorization"] = f"Bearer {self._key.reveal()}"
@@ -450,14 +848,11 @@ class OpenAICompatModel:
             transport=self._transport,
             trust_env=not self._local,
         )
-        semaphore = asyncio.Semaphore(self._concurrency)
+        session = _Session(client, _AdaptiveLimit(self._concurrency, self._limit_value))
         try:
-            # Tasks are created (and so acquire the semaphore) in submission order, which keeps
+            # Tasks are created (and so queue for a slot) in submission order, which keeps
             # requests sharing a prompt prefix together for servers with prefix caching.
-            tasks = [
-                asyncio.create_task(self._post(client, semaphore, path, body, parse))
-                for path, body, parse in jobs
-            ]
+            tasks = [asyncio.create_task(job(session)) for job in jobs]
             try:
                 return list(await asyncio.gather(*tasks))
             except BaseException:
@@ -466,6 +861,7 @@ class OpenAICompatModel:
                 await asyncio.gather(*tasks, return_exceptions=True)
                 raise
         finally:
+            self._limit_value = session.limit.limit
             await client.aclose()
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
@@ -477,13 +873,16 @@ class OpenAICompatModel:
 
     async def _post(
         self,
-        client: httpx.AsyncClient,
-        semaphore: asyncio.Semaphore,
+        session: _Session,
         path: str,
         body: dict[str, Any],
         parse: Callable[[Any], T],
+        *,
+        timeout: float,
+        probe: bool = False,
     ) -> T:
-        """POST ``body`` to ``path`` and parse the answer, retrying transient failures."""
+        """POST ``body`` to ``path`` and parse the answer, retrying transient failures. With
+        ``probe``, an error status other than 429/502/503/504 raises :class:`_Rejected` at once."""
         url = self._base_url + path
         url_path = self._path(path)
         attempts = self._max_retries + 1
@@ -491,21 +890,27 @@ class OpenAICompatModel:
         never_connected = True
         for attempt in range(attempts):
             retry_after: float | None = None
-            async with semaphore:
+            epoch = await session.limit.acquire()
+            outcome = _NEUTRAL
+            try:
                 try:
-                    response = await client.post(url, json=body)
+                    response = await session.client.post(url, json=body, timeout=timeout)
                 except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                     last = f"connection failed ({type(exc).__name__}: {_one_line(str(exc), 120)})"
                 except httpx.TimeoutException:
                     never_connected = False
-                    last = f"timed out after {self._timeout:g}s"
+                    outcome = _CONGESTED
+                    last = f"timed out after {timeout:g}s"
                 except httpx.TransportError as exc:
                     never_connected = False
                     last = f"{type(exc).__name__}: {_one_line(str(exc), 120)}"
                 else:
                     never_connected = False
                     status = response.status_code
+                    if status in _CONGESTED_STATUSES:
+                        outcome = _CONGESTED
                     if 200 <= status < 300:
+                        outcome = _OK
                         try:
                             return parse(response.json())
                         except _Unusable as exc:
@@ -513,11 +918,15 @@ class OpenAICompatModel:
                         except (ValueError, _BadResponse) as exc:
                             kind = "malformed JSON" if isinstance(exc, ValueError) else str(exc)
                             last = f"HTTP {status} with an unexpected body ({kind})"
+                    elif probe and status not in _PROBE_TRANSIENT and status not in (401, 403, 404):
+                        raise _Rejected(status, self._scrub(_server_message(response)))
                     elif status == 429 or status >= 500:
                         retry_after = _retry_after(response)
                         last = f"HTTP {status}: {_server_message(response)}"
                     else:
                         raise self._client_error(url_path, status, _server_message(response))
+            finally:
+                session.limit.release(epoch, outcome)
             last = self._scrub(last)
             if never_connected and attempt >= _CONNECT_RETRIES:
                 attempts = attempt + 1
@@ -550,59 +959,322 @@ class OpenAICompatModel:
         return BackendError(text)
 
 
-def _completion_top(choice: dict[str, Any]) -> dict[str, float]:
-    """The top-k of the first generated token, legacy ``/completions`` form."""
+# -- echo scoring --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Echo:
+    """The echoed tokens of a choice, as the server sent them: their strings, log-probabilities and
+    ``text_offset`` (``None`` when absent). Read lazily, from the end: only the option's tokens and
+    the one before them are ever converted and checked, however long the context."""
+
+    tokens: list[Any]
+    values: list[Any]
+    offsets: list[Any] | None
+
+
+def _echo_entries(choice: dict[str, Any]) -> _Echo:
+    """The echoed tokens of a choice. Reads the legacy completions form (``tokens``,
+    ``token_logprobs``, ``text_offset``) and the chat form (``content[]``, without offsets)."""
     logprobs = choice.get("logprobs")
     if logprobs is None:
-        raise _Unusable("returned no log-probabilities: does the server support logprobs?")
+        raise _no_logprobs()
     if not isinstance(logprobs, dict):
         raise _BadResponse("choice 'logprobs' is not an object")
-    top_list = logprobs.get("top_logprobs")
-    if not isinstance(top_list, list) or not top_list or not isinstance(top_list[0], dict):
-        raise _BadResponse("choice has no 'logprobs.top_logprobs[0]' object")
-    top = {str(token): _number(lp) for token, lp in top_list[0].items()}
-    if not top:
-        raise _BadResponse("empty top_logprobs")
-    return top
+    tokens = logprobs.get("tokens")
+    if isinstance(tokens, list):
+        values = logprobs.get("token_logprobs")
+        if not isinstance(values, list) or len(values) != len(tokens):
+            raise _BadResponse("'tokens' and 'token_logprobs' differ in length")
+        offsets = logprobs.get("text_offset")
+        valid = isinstance(offsets, list) and len(offsets) == len(tokens)
+        return _Echo(tokens, values, offsets if valid else None)
+    content = logprobs.get("content")
+    if isinstance(content, list):
+        if not all(isinstance(item, dict) for item in content):
+            raise _BadResponse("a 'logprobs.content' entry is not an object")
+        return _Echo([item.get("token") for item in content], [item.get("logprob") for item in content], None)
+    raise _BadResponse("choice 'logprobs' has neither 'tokens' nor 'content'")
 
 
-def _chat_top(choice: dict[str, Any]) -> dict[str, float]:
-    """The top-k of the first generated token, ``/chat/completions`` form."""
+def _echo_option(echo: _Echo, prompt: str, context_len: int, generated: int) -> tuple[float, int] | None:
+    """The log-probability of ``prompt[context_len:]`` (the option) from an echo, and the number of
+    tokens before it; ``None`` when the echo cannot give it exactly.
+
+    The last ``generated`` tokens are generated ones, the others the prompt's. Each prompt token is
+    placed in the prompt's characters, anchored at the end of the prompt (a server's offsets count from
+    the start of what it shows, which may begin with a BOS token such as ``<s>``, and characters a
+    tokenizer split into bytes can shift them; the end is the one fixed point):
+
+    * with ``text_offset``: token j starts at ``offset[j] - E + len(prompt)``, where ``E`` is where the
+      server says the prompt ends (the first generated token's offset, or the last prompt token's
+      offset plus its length);
+    * without: backwards from the end by the tokens' string lengths.
+
+    A token runs up to where the next one starts (the last up to the end of the prompt). The option
+    is the tokens from the end of the context on. The option **cannot be scored** (``None``) when a
+    token starts before the end of the context and ends after it (the option's first characters
+    merged with the context's last ones into one token, e.g. ``"...a" + "b"`` read as the token
+    ``"ab"``: its log-probability would mix context and option), when an option token or the
+    context's last token is not the text at its place (the placement is off: the strings do not spell
+    the prompt there), or when an option token has no log-probability. Characters a server shows as
+    "\\ufffd" (bytes of one character split over tokens) are harmless in the context: they shift
+    offsets before them only.
+    """
+    tokens, values, offsets = echo.tokens, echo.values, echo.offsets
+    m = len(tokens) - generated
+    if m < 1 or generated < 0:
+        return None
+    length = len(prompt)
+
+    def offset(j: int) -> int | None:
+        value = offsets[j] if offsets is not None else None
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    anchor: int | None = None
+    if offsets is not None:
+        anchor = offset(m) if generated else None
+        if not generated and (last := offset(m - 1)) is not None and isinstance(tokens[m - 1], str):
+            anchor = last + len(tokens[m - 1])
+        if anchor is None:
+            return None
+
+    def start_of(j: int, stop: int) -> int | None:
+        if anchor is None:
+            token = tokens[j]
+            return stop - len(token) if isinstance(token, str) else None
+        at = offset(j)
+        return None if at is None else at - anchor + length
+
+    total = 0.0
+    stop = length
+    j = m - 1
+    while j >= 0:
+        start = start_of(j, stop)
+        if start is None or start > stop:
+            return None  # not the tokens of this prompt
+        if stop <= context_len:
+            break  # the context's last token
+        token = tokens[j]
+        if start < context_len:
+            return None  # this token holds the end of the context and the start of the option
+        if prompt[start:stop] != token or values[j] is None:
+            return None
+        total += _number(values[j])
+        stop = start
+        j -= 1
+    first = j + 1
+    if first == m:
+        return (0.0, m) if context_len == length else None
+    if j >= 0:
+        # the context's last token ends where the option starts; check it is the text there too,
+        # unless it is shown as a byte fallback ("\ufffd"), whose text cannot be compared
+        start = start_of(j, stop)
+        token = tokens[j]
+        if not isinstance(token, str) or start is None:
+            return None
+        if "\ufffd" not in token and (start < 0 < stop or (start >= 0 and prompt[start:stop] != token)):
+            return None
+    return total, first
+
+
+def _generated_order(data: dict[str, Any], choice: dict[str, Any], prompt: str, n_choices: int) -> list[int]:
+    """How many generated tokens end an echoed choice (asked for 1), likeliest first: the usage
+    says when it is 1 for every choice or 0 for all (llama-cpp-python adds no token for an end of
+    text); otherwise the choice's text (prompt plus what was generated) suggests it."""
+    count = _completion_count(data)
+    if count == n_choices:
+        return [1, 0]
+    if count == 0:
+        return [0, 1]
+    text = choice.get("text")
+    if choice.get("finish_reason") == "length" or (isinstance(text, str) and len(text) > len(prompt)):
+        return [1, 0]
+    return [0, 1]
+
+
+def _echo_parse(
+    data: Any, prompts: list[str], context_len: int
+) -> tuple[list[tuple[float, int] | None], int]:
+    """Each prompt's option score (``None`` where it cannot be had exactly) and the prompt tokens."""
+    choices = _choices(data)
+    if len(choices) != len(prompts):
+        raise _BadResponse(f"returned {len(choices)} choices for {len(prompts)} prompts")
+    found: list[tuple[float, int] | None] = []
+    for choice, prompt in zip(choices, prompts, strict=True):
+        echo = _echo_entries(choice)
+        result = None
+        for generated in _generated_order(data, choice, prompt, len(choices)):
+            result = _echo_option(echo, prompt, context_len, generated)
+            if result is not None:
+                break
+        found.append(result)
+    return found, _usage(data)[0]
+
+
+def _echo_result(found: Sequence[tuple[float, int] | None], prompt_total: int, n_prompts: int) -> ScoreResult:
+    """Options scored exactly where the echo allowed; the others are imputed (marked) with the
+    OpinionQA rule over the scored options' log-probabilities (all equal when none was scored)."""
+    logprobs = [f[0] if f is not None else None for f in found]
+    observed = [lp for lp in logprobs if lp is not None]
+    values, imputed = impute_option_logprobs(logprobs, observed)
+    if any(imputed):
+        logger.debug("echo could not score %d of %d options exactly", sum(imputed), len(imputed))
+    context_tokens = next((f[1] for f in found if f is not None), None)
+    return ScoreResult(
+        logprobs=tuple(values),
+        coverage=sum(math.exp(lp) for lp in observed),
+        imputed=tuple(imputed),
+        prompt_tokens=context_tokens if context_tokens is not None else prompt_total // max(1, n_prompts),
+    )
+
+
+def _probe_choices(data: Any) -> list[dict[str, Any]]:
+    try:
+        return _choices(data)
+    except _BadResponse:
+        return []
+
+
+def _probe_echoes(data: Any, choice: dict[str, Any], prompt: str, context: str, n_choices: int) -> bool:
+    """Whether a probe answer scores its option exactly from echoed prompt tokens."""
+    try:
+        echo = _echo_entries(choice)
+        return any(
+            _echo_option(echo, prompt, len(context), generated) is not None
+            for generated in _generated_order(data, choice, prompt, n_choices)
+        )
+    except (_BadResponse, _Unusable):
+        return False
+
+
+# -- top-k scoring -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One generated token: its string and log-probability, and the alternatives (it included)."""
+
+    token: str
+    logprob: float
+    top: dict[str, float]
+
+
+_AFTER_EOS, _AFTER_UNKNOWN = "eos", "unknown"
+
+
+def _steps(choice: dict[str, Any]) -> tuple[list[_Step], str]:
+    """The generated tokens of a choice with their top-k, and what follows the last of them: the end
+    of text (``finish_reason`` "stop"; llama-cpp-python gives empty lists when the end of text is the
+    likeliest first token) or unknown ("length"). Reads the legacy completions form
+    (``logprobs.tokens / token_logprobs / top_logprobs``) and the chat form (``logprobs.content[]``,
+    which llama.cpp's server also uses on completions)."""
     logprobs = choice.get("logprobs")
     if logprobs is None:
-        raise _Unusable("returned no log-probabilities: does the server support logprobs?")
-    content = logprobs.get("content") if isinstance(logprobs, dict) else None
-    if not isinstance(content, list) or not content or not isinstance(content[0], dict):
-        raise _BadResponse("choice has no 'logprobs.content[0]' (does the server support logprobs?)")
-    first = content[0]
-    entries = first.get("top_logprobs")
-    if not isinstance(entries, list):
-        raise _BadResponse("choice has no 'logprobs.content[0].top_logprobs' list")
-    if "token" in first and "logprob" in first:
-        entries = [*entries, first]
-    top: dict[str, float] = {}
-    for entry in entries:
-        if not isinstance(entry, dict) or not isinstance(entry.get("token"), str):
-            raise _BadResponse("a top_logprobs entry has no token")
-        lp = _number(entry.get("logprob"))
-        top[entry["token"]] = max(lp, top.get(entry["token"], -math.inf))
-    if not top:
-        raise _BadResponse("empty top_logprobs")
-    return top
+        raise _no_logprobs()
+    if not isinstance(logprobs, dict):
+        raise _BadResponse("choice 'logprobs' is not an object")
+    steps: list[_Step] = []
+    if "content" in logprobs and "tokens" not in logprobs:
+        content = logprobs.get("content") or []
+        if not isinstance(content, list):
+            raise _BadResponse("'logprobs.content' is not a list")
+        for item in content:
+            if not isinstance(item, dict) or not isinstance(item.get("token"), str):
+                raise _BadResponse("a 'logprobs.content' entry has no token")
+            alternatives = item.get("top_logprobs") or []
+            if not isinstance(alternatives, list):
+                raise _BadResponse("'top_logprobs' of a content entry is not a list")
+            top: dict[str, float] = {}
+            for alt in alternatives:
+                if not isinstance(alt, dict) or not isinstance(alt.get("token"), str):
+                    raise _BadResponse("a top_logprobs entry has no token")
+                lp = _number(alt.get("logprob"))
+                top[alt["token"]] = max(lp, top.get(alt["token"], -math.inf))
+            lp = _number(item.get("logprob"))
+            top[item["token"]] = max(lp, top.get(item["token"], -math.inf))
+            steps.append(_Step(item["token"], lp, top))
+    elif "tokens" in logprobs or "top_logprobs" in logprobs:
+        tokens = logprobs.get("tokens") or []
+        values = logprobs.get("token_logprobs") or []
+        tops = logprobs.get("top_logprobs") or []
+        if not (isinstance(tokens, list) and isinstance(values, list) and isinstance(tops, list)):
+            raise _BadResponse("choice 'logprobs' lists are not lists")
+        if len(values) != len(tokens) or (tops and len(tops) != len(tokens)):
+            raise _BadResponse("choice 'logprobs' lists differ in length")
+        for i, token in enumerate(tokens):
+            lp = _number(values[i])
+            entry = tops[i] if tops else None
+            if entry is not None and not isinstance(entry, dict):
+                raise _BadResponse("a 'top_logprobs' entry is not an object")
+            top = {str(t): _number(v) for t, v in (entry or {}).items()}
+            top[str(token)] = max(lp, top.get(str(token), -math.inf))
+            steps.append(_Step(str(token), lp, top))
+    else:
+        raise _BadResponse("choice 'logprobs' has neither 'tokens' nor 'content'")
+    finish = choice.get("finish_reason")
+    if not steps and finish == "length":
+        raise _BadResponse("no log-probabilities for the first token")
+    return steps, (_AFTER_UNKNOWN if finish == "length" else _AFTER_EOS)
 
 
-def _score_options(options: Sequence[str], top: dict[str, float], prompt_tokens: int) -> ScoreResult:
-    """Match options to the top-k tokens (exactly, or equal after stripping whitespace)."""
-    found: list[float | None] = []
-    for option in options:
-        key = option.strip()
-        matches = [lp for token, lp in top.items() if token == option or (key and token.strip() == key)]
-        found.append(max(matches) if matches else None)
-    logprobs, imputed = impute_option_logprobs(found, list(top.values()))
-    coverage = sum(math.exp(lp) for lp in found if lp is not None)
-    return ScoreResult(
-        logprobs=tuple(logprobs),
-        coverage=coverage,
-        imputed=tuple(imputed),
-        prompt_tokens=prompt_tokens,
-    )
+def _walk_options(
+    options: Sequence[str], steps: Sequence[_Step], after: str
+) -> tuple[list[float], list[bool]]:
+    """Each option's log-probability read along the greedy path, and whether it was imputed.
+
+    All options start at the first step with the whole option as their remainder. At each step, an
+    option whose remainder is one of the step's alternatives is done, exactly (the greedy tokens before
+    plus that alternative). One whose remainder starts with the step's greedy token goes on to the
+    next step with the rest. The others are missing from here on, and only what is missing is filled
+    in (the option is marked imputed):
+
+    * an alternative is a proper prefix of the remainder (the option leaves the greedy path through
+      it): that alternative's log-probability is kept, and the rest after it, of which nothing is
+      known, is shared equally by the options leaving through that same alternative
+      (:func:`impute_option_logprobs` with an empty top-k);
+    * no alternative starts the remainder: the remainder gets the OpinionQA share of the step's
+      top-k (:func:`impute_option_logprobs`), among the options missing at that step.
+
+    Options still on the path after the last step are filled the same way: after an end of text,
+    as if the end of text had taken all the mass (so they get the 1e-12 floor: nothing was observed
+    on them, and coverage says so); after a cut ("length"), as from an empty top-k.
+    """
+    values: list[float] = [0.0] * len(options)
+    imputed = [False] * len(options)
+    active = list(enumerate(options))
+    prefix = 0.0
+    for step in steps:
+        if not active:
+            break
+        going: list[tuple[int, str]] = []
+        missing: list[int] = []
+        leaving: dict[str, list[int]] = {}
+        for i, rest in active:
+            if not rest:
+                values[i] = prefix  # an empty option (or remainder) is certain
+            elif rest in step.top:
+                values[i] = prefix + step.top[rest]
+            elif len(step.token) < len(rest) and rest.startswith(step.token):
+                going.append((i, rest[len(step.token) :]))
+            else:
+                pieces = [t for t in step.top if t and len(t) < len(rest) and rest.startswith(t)]
+                if pieces:
+                    leaving.setdefault(max(pieces, key=len), []).append(i)
+                else:
+                    missing.append(i)
+        if missing:
+            fill = _fill(len(missing), list(step.top.values()))
+            for i in missing:
+                values[i], imputed[i] = prefix + fill, True
+        for piece, group in leaving.items():
+            fill = _fill(len(group), [])
+            for i in group:
+                values[i], imputed[i] = prefix + step.top[piece] + fill, True
+        prefix += step.logprob
+        active = going
+    if active:
+        fill = _fill(len(active), [0.0] if after == _AFTER_EOS else [])
+        for i, _ in active:
+            values[i], imputed[i] = prefix + fill, True
+    return values, imputed

@@ -1,0 +1,186 @@
+"""OpenAICompatModel under real servers' limits: servers that ignore ``n``, timeouts that grow with
+the work, and an in-flight limit that backs off when the server is saturated."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fake_openai_server import FakeOpenAIServer, completion_text
+
+from anthology.models.base import GenerateRequest, sample_seed
+from anthology.models.openai_compat import OpenAICompatModel, _AdaptiveLimit, forget_servers
+
+
+@pytest.fixture(autouse=True)
+def _fresh_server_facts() -> Iterator[None]:
+    forget_servers()
+    yield
+    forget_servers()
+
+
+def make(server: FakeOpenAIServer, **kwargs: Any) -> OpenAICompatModel:
+    options: dict[str, Any] = {
+        "model": "fake-model",
+        "base_url": server.base_url,
+        "api_key_env": None,
+        "timeout": 5.0,
+        "backoff_base": 0.01,
+        "backoff_max": 0.05,
+        "max_retries": 3,
+    }
+    options.update(kwargs)
+    return OpenAICompatModel(**options)
+
+
+# -- servers that ignore n ------------------------------------------------------------------------
+
+
+def test_server_ignoring_n_gets_one_seeded_request_per_sample() -> None:
+    """llama-cpp-python's server returns one choice for n=24: the rest are asked for one by one,
+    each with its own seed, and every later request goes one sample at a time from the start."""
+    with FakeOpenAIServer(max_n=1) as fake:
+        model = make(fake)
+        assert model.honours_n is None
+        [first] = model.generate([GenerateRequest("hello", n=4, seed=7)])
+        expected = [completion_text("hello", sample_seed(7, k), 0) for k in range(4)]
+        assert first.texts == expected
+        assert [b["n"] for b in fake.bodies()] == [4, 1, 1, 1]
+        assert sorted(b["seed"] for b in fake.bodies()[1:]) == sorted(sample_seed(7, k) for k in (1, 2, 3))
+        assert model.honours_n is False
+        fake.reset()
+        # a later request: one request per sample, and sample k is the same text as before
+        [again] = model.generate([GenerateRequest("hello", n=3, seed=7, first_sample=1)])
+        assert again.texts == expected[1:]
+        assert [b["n"] for b in fake.bodies()] == [1, 1, 1]
+        # known for the server, so another model instance for it does the same
+        fake.reset()
+        other = make(fake, concurrency=2)
+        assert other.honours_n is False
+        [third] = other.generate([GenerateRequest("hello", n=2, seed=7)])
+        assert third.texts == expected[:2] and len(fake.requests) == 2
+        assert all(s.completion_tokens > 0 for s in first.samples)
+
+
+def test_server_honouring_n_gets_one_request() -> None:
+    with FakeOpenAIServer() as fake:
+        model = make(fake)
+        [result] = model.generate([GenerateRequest("hello", n=5, seed=3)])
+        assert result.texts == [completion_text("hello", sample_seed(3, 0), i) for i in range(5)]
+        assert len(fake.requests) == 1 and model.honours_n is True
+
+
+# -- timeouts that scale with the work ------------------------------------------------------------
+
+
+def test_timeout_grows_with_the_tokens_asked_for() -> None:
+    with FakeOpenAIServer() as fake:
+        model = make(fake, timeout=0.3, timeout_per_1k_tokens=2000.0, max_retries=0)
+        assert model._request_timeout(0) == pytest.approx(0.3)
+        assert model._request_timeout(24 * 160) == pytest.approx(0.3 + 2.0 * 24 * 160)
+        # 0.3 s + 2 s per token: a 1-token request may take 2.3 s, so a 1 s answer is in time
+        fake.inject(("sleep", 1.0))
+        [result] = model.generate([GenerateRequest("x", max_tokens=1)])
+        assert result.texts == [completion_text("x", None, 0)[:4]]
+        assert len(fake.requests) == 1
+        # without the term the same answer times out
+        fake.inject(("sleep", 1.0))
+        short = make(fake, timeout=0.3, timeout_per_1k_tokens=0.0, max_retries=1)
+        start = time.monotonic()
+        short.generate([GenerateRequest("x", max_tokens=1)])
+        assert len(fake.requests) == 3 and time.monotonic() - start < 1.0
+
+
+# -- adaptive concurrency -------------------------------------------------------------------------
+
+
+def test_adaptive_limit_halves_once_per_wave_and_recovers_additively() -> None:
+    async def main() -> None:
+        limit = _AdaptiveLimit(8)
+        epochs = [await limit.acquire() for _ in range(8)]
+        assert limit.in_flight == 8
+        waiter = asyncio.ensure_future(limit.acquire())
+        await asyncio.sleep(0)
+        assert not waiter.done()  # full
+        for epoch in epochs[:4]:
+            limit.release(epoch, "congested")  # a wave of 429s: one halving, not four
+        assert limit.limit == 4 and limit.epoch == 1
+        assert not waiter.done()  # 4 still in flight, limit 4
+        limit.release(epochs[4], "ok")
+        await asyncio.sleep(0)
+        assert waiter.done() and limit.in_flight == 4
+        for epoch in epochs[5:]:
+            limit.release(epoch, "neutral")
+        limit.release(waiter.result(), "congested")  # a new wave halves again
+        assert limit.limit == 2
+        for _ in range(3):
+            limit.release(await limit.acquire(), "congested")  # each from a new wave: down to 1
+        assert limit.limit == 1
+        successes = 0
+        while limit.limit < 8:
+            limit.release(await limit.acquire(), "ok")
+            successes += 1
+        assert 20 <= successes <= 40  # about one more in flight per window of successes
+        assert limit.limit == 8
+
+    asyncio.run(main())
+
+
+def test_adaptive_limit_lets_waiters_in_first_come_first_served() -> None:
+    async def main() -> list[int]:
+        limit = _AdaptiveLimit(1)
+        order: list[int] = []
+        held = await limit.acquire()
+
+        async def worker(i: int) -> None:
+            epoch = await limit.acquire()
+            order.append(i)
+            await asyncio.sleep(0)
+            limit.release(epoch, "ok")
+
+        tasks = [asyncio.ensure_future(worker(i)) for i in range(6)]
+        await asyncio.sleep(0)
+        tasks[2].cancel()  # a cancelled waiter gives up its place
+        limit.release(held, "ok")
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert limit.in_flight == 0
+        return order
+
+    assert asyncio.run(main()) == [0, 1, 3, 4, 5]
+
+
+def test_429s_back_off_the_requests_in_flight() -> None:
+    """Eight requests in flight all get a 429: the client halves what it sends at once (to 4), and
+    the 429'd requests are retried, not sent again on top."""
+    with FakeOpenAIServer(delay=0.1) as fake:
+        model = make(fake, concurrency=8)
+        fake.inject(*[("status", 429, {"Retry-After": "0"})] * 8)
+        results = model.generate([GenerateRequest(f"p{i}", max_tokens=4) for i in range(16)])
+        assert [r.texts[0] for r in results] == [completion_text(f"p{i}", None, 0)[:16] for i in range(16)]
+        arrivals = [r.in_flight for r in fake.requests]
+        assert max(arrivals[:8]) == 8
+        assert max(arrivals[8:16]) <= 5  # halved to 4, then one more after a window of successes
+        assert len(fake.requests) == 16 + 8
+        assert model.concurrency_limit < 8  # recovering, kept for the next call
+        # recovers on successes, additively, up to the configured concurrency
+        for _ in range(4):
+            model.generate([GenerateRequest(f"q{i}") for i in range(16)])
+        assert model.concurrency_limit == 8
+
+
+def test_timeouts_back_off_the_requests_in_flight() -> None:
+    with FakeOpenAIServer(delay=0.05) as fake:
+        model = make(fake, concurrency=6, timeout=0.4, timeout_per_1k_tokens=0.0)
+        fake.inject(*[("sleep", 1.0)] * 6)
+        results = model.generate([GenerateRequest(f"p{i}") for i in range(12)])
+        assert len(results) == 12
+        arrivals = [r.in_flight for r in fake.requests]
+        assert max(arrivals[:6]) == 6
+        # the six timed-out requests still run at the server until their sleeps end: the client
+        # sends 3 at once now (then one more per window of successes), not 6 more on top
+        assert max(arrivals[6:9]) <= 6 + 3
+        assert max(arrivals[6:]) < 6 + 6
+        assert model.concurrency_limit < 6
