@@ -41,6 +41,8 @@ class ModelSection(_Section):
     base_url: str | None = None
     api_key_env: str | None = None
     chat: bool = False
+    scoring: Literal["auto", "echo", "top-k"] | None = None
+    timeout: float | None = Field(default=None, gt=0)
 
 
 class SurveySection(_Section):

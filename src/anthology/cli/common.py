@@ -63,6 +63,17 @@ def model_options(
             click.option(
                 "--api-key-env", help="Environment variable holding the API key (default OPENAI_API_KEY)."
             ),
+            click.option(
+                "--scoring",
+                type=click.Choice(["auto", "echo", "top-k"]),
+                help="How a server scores options: echo (exact, from the prompt's own log-probabilities), "
+                "top-k (from generated tokens' alternatives) or auto (probe the server once).",
+            ),
+            click.option(
+                "--timeout",
+                type=click.FloatRange(min=0, min_open=True),
+                help="Base seconds per server request (default 60; longer work gets more).",
+            ),
             click.option("--device", help="Device for local models: auto, cpu, cuda, cuda:1 ..."),
             click.option("--dtype", help="dtype for local models: auto, float32, bfloat16, float16."),
             DECODING_OPTION,
@@ -82,6 +93,8 @@ def model_options(
             chat: bool,
             base_url: str | None,
             api_key_env: str | None,
+            scoring: str | None,
+            timeout: float | None,
             device: str | None,
             dtype: str | None,
             decoding: str | None,
@@ -99,6 +112,8 @@ def model_options(
                 "chat": chat,
                 "base_url": base_url,
                 "api_key_env": api_key_env,
+                "scoring": scoring,
+                "timeout": timeout,
                 "device": device,
                 "dtype": dtype,
                 "decoding": decoding,
@@ -135,6 +150,8 @@ def open_model(spec: dict[str, Any], *, default_cache: Path | None = None, progr
             "base_url": spec["base_url"],
             "api_key_env": spec["api_key_env"],
             "chat": spec["chat"] or None,
+            "scoring": spec.get("scoring"),
+            "timeout": spec.get("timeout"),
         }
     else:
         backend = {"device": spec["device"], "dtype": spec["dtype"], "decoding": spec["decoding"]}

@@ -27,6 +27,14 @@ from anthology.cli.common import DECODING_OPTION, executor_options
 @click.option("--chat", is_flag=True, default=None, help="Chat model or server (interview as chat turns).")
 @click.option("--base-url", help="Base URL of an OpenAI-compatible server.")
 @click.option("--api-key-env", help="Environment variable holding the API key.")
+@click.option(
+    "--scoring",
+    type=click.Choice(["auto", "echo", "top-k"]),
+    help="How a server scores options: echo (exact), top-k, or auto (probe once).",
+)
+@click.option(
+    "--timeout", type=click.FloatRange(min=0, min_open=True), help="Base seconds per server request."
+)
 @click.option("--device", help="Device for local models: auto, cpu, cuda ...")
 @click.option("--dtype", help="dtype for local models: auto, float32, bfloat16, float16.")
 @DECODING_OPTION
@@ -54,6 +62,8 @@ def run(config_file: Path | None, dry_run: bool, chat: bool | None, **flags: Any
         "model.chat": chat,
         "model.base_url": flags["base_url"],
         "model.api_key_env": flags["api_key_env"],
+        "model.scoring": flags["scoring"],
+        "model.timeout": flags["timeout"],
         "model.device": flags["device"],
         "model.dtype": flags["dtype"],
         "model.decoding": flags["decoding"],
@@ -86,6 +96,8 @@ def _open(config, run):  # the study's model factory
         "chat": m.chat,
         "base_url": m.base_url,
         "api_key_env": m.api_key_env,
+        "scoring": m.scoring,
+        "timeout": m.timeout,
         "device": m.device,
         "dtype": m.dtype,
         "decoding": m.decoding,

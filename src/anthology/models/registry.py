@@ -34,6 +34,8 @@ _HTTP_OPTIONS = {
     "max_retries",
     "top_logprobs",
     "max_context",
+    "scoring",
+    "timeout_per_1k_tokens",
 }
 
 
@@ -43,7 +45,7 @@ def load_model(spec: str, **options: Any) -> LanguageModel:
     ``options`` are passed to the backend: for local models ``device``, ``dtype``, ``batch_size``,
     ``batch_tokens``, ``share_prefix``, ``decoding``, ``revision``; for servers ``base_url``,
     ``api_key_env``, ``chat``, ``concurrency``, ``timeout``, ``max_retries``, ``top_logprobs``,
-    ``max_context``.
+    ``max_context``, ``scoring``, ``timeout_per_1k_tokens``.
     """
     options = {k: v for k, v in options.items() if v is not None}
     if spec.startswith("openai:"):
