@@ -334,7 +334,9 @@ class FakeOpenAIServer:
     logprobs_supported: bool = True
     """When False, log-probability requests get ``"logprobs": null`` (like servers without)."""
     echo: str = "vllm"
-    """"vllm": echo prompt log-probabilities; "reject": HTTP 400; "ignore": answer as without echo."""
+    """"vllm": echo prompt log-probabilities; "reject": HTTP 400; "ignore": answer as without echo;
+    "misaligned": echo each prompt token with the log-probability of the token before it (a server
+    whose echo is off by one position)."""
     list_prompts: bool = True
     """When False, a list in ``prompt`` (of more than one string) is refused with ``list_status``."""
     list_status: int = 400
@@ -438,7 +440,7 @@ class FakeOpenAIServer:
         if wants_logprobs:
             if not chat and body.get("echo") and self.echo == "reject":
                 raise _Refusal(400, "echo is not supported with logprobs for this model")
-            echo = not chat and bool(body.get("echo")) and self.echo == "vllm"
+            echo = not chat and bool(body.get("echo")) and self.echo in ("vllm", "misaligned")
             return self._logprobs_answer(body, prompts, chat, echo)
         return self._sample_answer(body, prompts, chat)
 
@@ -507,6 +509,8 @@ class FakeOpenAIServer:
                     rows.append((token, None, []))
                     continue
                 lp = model.logprobs(every[pos - 1])[token]
+                if self.echo == "misaligned" and echo and pos >= 2:
+                    lp = model.logprobs(every[pos - 2])[every[pos - 1]]
                 rows.append((token, lp, model.top(every[pos - 1], k)))
             assert len(rows) == len(ids)
             if not self.logprobs_supported:

@@ -165,7 +165,7 @@ def test_score_is_exact_by_echo(server: FakeOpenAIServer) -> None:
     body = server.bodies()[-1]  # one request for all the options, after the probe
     assert body["prompt"] == [context + o for o in options]
     assert (body["echo"], body["logprobs"], body["max_tokens"], body["temperature"]) == (True, 1, 1, 0)
-    assert len(server.requests) == 2
+    assert len(server.requests) == 4  # the probe (list echo, then its alignment check: 2), the scores
 
 
 def test_score_moves_trailing_space_onto_the_options(server: FakeOpenAIServer) -> None:
@@ -407,7 +407,7 @@ def test_ask_keeps_a_server_saturated_with_each_backstorys_questions_together(
             sent.append(prompt[0] if isinstance(prompt, list) else prompt)  # one list per question
             return await super().handle_async_request(request)
 
-    server.delay = 0.1
+    server.delay = 0.3  # long enough that 64 requests overlap even on a loaded machine
     full = load_survey("gss2018-spending").questionnaire
     questionnaire = full.model_copy(update={"questions": full.questions[:3]})
     stories = [f"Question: Tell me about yourself.\n\nAnswer: I am person number {i}." for i in range(40)]
@@ -425,7 +425,7 @@ def test_ask_keeps_a_server_saturated_with_each_backstorys_questions_together(
     assert len(answers) == 40 * len(questionnaire)
     assert server.max_in_flight >= 64
     probes = [p for p in sent if not any(p.startswith(story) for story in stories)]
-    assert probes == sent[:1]  # the echo probe, once, before any question
-    person = [next(i for i, story in enumerate(stories) if p.startswith(story)) for p in sent[1:]]
+    assert len(probes) == 3 and probes == sent[:3]  # the echo probe, once, before any question
+    person = [next(i for i, story in enumerate(stories) if p.startswith(story)) for p in sent[3:]]
     assert len(person) == 40 * len(questionnaire)
     assert person == sorted(person)  # each backstory's questions together, backstories in turn

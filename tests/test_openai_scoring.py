@@ -81,8 +81,9 @@ def test_echo_sends_all_options_of_a_request_in_one_list_prompt() -> None:
     with FakeOpenAIServer() as fake:
         model = make(fake)
         model.score([ScoreRequest(CONTEXT, FORMS), ScoreRequest(CONTEXT + " ", ("A", "B"))])
-        probe, *scored = echo_bodies(fake)
+        probe, check, *scored = echo_bodies(fake)  # the list probe and its alignment check first
         assert isinstance(probe["prompt"], list) and len(probe["prompt"]) == 2
+        assert len(check["prompt"]) == 1 and check["prompt"][0].startswith("The sky is")
         assert len(scored) == 2  # one request per ScoreRequest (they race on the wire)
         first, second = sorted(scored, key=lambda b: len(b["prompt"]), reverse=True)
         assert first["prompt"] == [CONTEXT + o for o in FORMS]
@@ -147,11 +148,11 @@ def test_probe_runs_once_per_server_for_every_model_instance() -> None:
         assert first.identity["scoring"] == second.identity["scoring"] == "echo"
         first.score([ScoreRequest(CONTEXT, FORMS[:2])])
         second.score([ScoreRequest(CONTEXT, FORMS[:2])])
-        probes = [b for b in echo_bodies(fake) if b["prompt"][0].startswith("The ")]
+        probes = [b for b in echo_bodies(fake) if b["prompt"][-1].startswith("The grass")]
         assert len(probes) == 1
         # another model name on the same server is another server as far as scoring goes
         assert make(fake, model="other").scoring == "echo"
-        assert len([b for b in echo_bodies(fake) if b["prompt"][0].startswith("The ")]) == 2
+        assert len([b for b in echo_bodies(fake) if b["prompt"][-1].startswith("The grass")]) == 2
 
 
 def test_scoring_top_k_is_never_probed() -> None:
@@ -173,7 +174,8 @@ def test_server_refusing_list_prompts_gets_one_request_per_option(status: int) -
     with FakeOpenAIServer(list_prompts=False, list_status=status) as fake:
         model = make(fake)
         assert model.scoring == "echo"
-        assert len(fake.requests) == 2  # the list probe (refused once, not retried), then one prompt
+        # the list probe (refused once, not retried), then one prompt, then the alignment check (2)
+        assert len(fake.requests) == 4
         fake.reset()
         [result] = model.score([ScoreRequest(CONTEXT, FORMS[:4])])
         assert sorted(b["prompt"] for b in fake.bodies()) == sorted(CONTEXT + o for o in FORMS[:4])
@@ -436,3 +438,16 @@ def test_top_k_reads_llama_cpp_answers() -> None:
     values, imputed = _walk_options([" (B", " (A", " B)"], steps, after)
     assert values == pytest.approx([-0.3, -2.7, -2.0])
     assert imputed == [False, False, True]
+
+
+def test_server_whose_echo_is_misaligned_scores_from_the_top_k(caplog: pytest.LogCaptureFixture) -> None:
+    """llama-cpp-python 0.3.36 echoed prompt log-probabilities that were off by orders of magnitude
+    (0.0005 of mass on an age question's answer forms where the local backend had 0.58): the probe
+    checks the echo against the log-probability of a token the server generated, and an echo that
+    disagrees is not used."""
+    with FakeOpenAIServer(echo="misaligned") as fake:
+        model = make(fake)
+        assert model.scoring == "top-k"
+        assert "differs from the generated one" in caplog.text
+    with FakeOpenAIServer() as fake:
+        assert make(fake).scoring == "echo"  # the same probe on an aligned echo

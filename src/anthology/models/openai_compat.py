@@ -85,6 +85,9 @@ _MAX_CHAIN_STEPS = 8  # greedy tokens asked for when scoring from the top-k (opt
 _ECHO_PROMPT_WEIGHT = 0.1  # an echoed prompt token counts as this many generated tokens of work
 _CONGESTED_STATUSES = frozenset({429, 503})
 _PROBE_TRANSIENT = frozenset({429, 502, 503, 504})
+#: How far (in log-probability) an echoed score may differ from the generated one and still count as
+#: the same number: prompt and decoding passes round differently in half precision.
+_ECHO_TOLERANCE = 0.05
 _PROBE: tuple[tuple[str, str], ...] = (("The sky is", " blue"), ("The grass is", " green"))
 """Contexts and options of the echo probe: boundaries before a space-led word, which every tokeniser
 keeps, so a server that echoes scores both."""
@@ -618,10 +621,11 @@ class OpenAICompatModel:
         if data is not None:
             choices = _probe_choices(data)
             if len(choices) == len(prompts):
-                ok = all(
-                    _probe_echoes(data, choice, p, c, len(choices))
+                scores = [
+                    _probe_score(data, choice, p, c, len(choices))
                     for choice, p, c in zip(choices, prompts, contexts, strict=True)
-                )
+                ]
+                ok = None not in scores and await self._echo_agrees(session, lists=True)
                 return ("echo" if ok else "top-k"), True
         body["prompt"] = prompts[0]
         try:
@@ -630,8 +634,47 @@ class OpenAICompatModel:
             logger.debug("echo probe refused: %s", exc)
             return "top-k", False
         choices = _probe_choices(data)
-        ok = len(choices) == 1 and _probe_echoes(data, choices[0], prompts[0], contexts[0], 1)
+        score = _probe_score(data, choices[0], prompts[0], contexts[0], 1) if len(choices) == 1 else None
+        ok = score is not None and await self._echo_agrees(session, lists=False)
         return ("echo" if ok else "top-k"), False
+
+    async def _echo_agrees(self, session: _Session, lists: bool) -> bool:
+        """Whether the server's echo is aligned with the prompt's tokens: the token it generates after
+        the first probe context, echoed back as part of the prompt, must get the log-probability it
+        had when generated. A misaligned echo (seen with llama-cpp-python 0.3.36, whose echoed scores
+        were off by orders of magnitude) fails this, and the server scores by top-k instead."""
+        context = _PROBE[0][0]
+        body: dict[str, Any] = {
+            "model": self._model,
+            "prompt": [context] if lists else context,
+            "max_tokens": 1,
+            "temperature": 0,
+            "logprobs": 1,
+        }
+        timeout = self._request_timeout(1)
+        try:
+            data = await self._post(session, "/completions", body, lambda d: d, timeout=timeout, probe=True)
+            steps, _ = _steps(_choices(data)[0])
+            if not steps:
+                return False
+            token, generated = steps[0].token, steps[0].logprob
+            prompt = context + token
+            body.update(prompt=[prompt] if lists else prompt, echo=True)
+            data = await self._post(session, "/completions", body, lambda d: d, timeout=timeout, probe=True)
+            echoed = _probe_score(data, _choices(data)[0], prompt, context, 1)
+        except (_Rejected, _BadResponse, _Unusable, IndexError):
+            return False
+        if echoed is None or abs(generated - echoed) > _ECHO_TOLERANCE:
+            logger.warning(
+                "%s: the echoed log-probability of %r (%s) differs from the generated one (%s): "
+                "scoring options by top-k",
+                self._public_base_url,
+                token,
+                echoed,
+                generated,
+            )
+            return False
+        return True
 
     def _request_timeout(self, work_tokens: float) -> float:
         return self._timeout + self._timeout_per_1k * max(0.0, work_tokens) / 1000.0
@@ -1136,16 +1179,19 @@ def _probe_choices(data: Any) -> list[dict[str, Any]]:
         return []
 
 
-def _probe_echoes(data: Any, choice: dict[str, Any], prompt: str, context: str, n_choices: int) -> bool:
-    """Whether a probe answer scores its option exactly from echoed prompt tokens."""
+def _probe_score(
+    data: Any, choice: dict[str, Any], prompt: str, context: str, n_choices: int
+) -> float | None:
+    """The option's log-probability read off a probe answer's echoed prompt tokens, or ``None``."""
     try:
         echo = _echo_entries(choice)
-        return any(
-            _echo_option(echo, prompt, len(context), generated) is not None
-            for generated in _generated_order(data, choice, prompt, n_choices)
-        )
+        for generated in _generated_order(data, choice, prompt, n_choices):
+            found = _echo_option(echo, prompt, len(context), generated)
+            if found is not None:
+                return found[0]
     except (_BadResponse, _Unusable):
-        return False
+        pass
+    return None
 
 
 # -- top-k scoring -------------------------------------------------------------------------------
