@@ -420,7 +420,8 @@ def test_ask_keeps_a_server_saturated_with_each_backstorys_questions_together(
             "context": stories,
         }
     )
-    model = CachedModel(make(server, timeout=10.0, transport=Recording()), None)
+    # A generous timeout: a timed-out request would halve the in-flight limit (adaptive concurrency).
+    model = CachedModel(make(server, timeout=120.0, transport=Recording()), None)
     answers, _ = ask(model, panel, questionnaire, config=AskConfig(context="independent", mode="logprob"))
     assert len(answers) == 40 * len(questionnaire)
     assert server.max_in_flight >= 64
