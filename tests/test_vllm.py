@@ -224,6 +224,28 @@ def test_tiny_run_through_vllm_then_again_from_the_cache(vllm_server, tmp_path):
             pd.read_parquet(fresh / f"{name}.parquet"), pd.read_parquet(run / f"{name}.parquet")
         )
 
+    # The same panel answered by the local backend on the same weights: the option probabilities and
+    # the WD from the expected distributions agree with vLLM's within 1e-3.
+    here = tmp_path / "local"
+    shutil.copytree(run, here, ignore=shutil.ignore_patterns("cache.sqlite", "*.lock"))
+    folder = str(vllm_server.model_folder)
+    asked = cli("ask", str(here), "--methods", "anthology-greedy", "--context", "independent",
+                "--mode", "logprob", "--seed", "5", "--model", folder, "--no-cache")  # fmt: skip
+    assert asked.returncode == 0, asked.stderr
+    scored = cli("evaluate", str(here), "--splits", "10", "--resamples", "50", "--seed", "5")
+    assert scored.returncode == 0, scored.stderr
+    key = ["method", "respondent_id", "question_id"]
+    both = answers.merge(pd.read_parquet(here / "answers.parquet"), on=key, suffixes=("_http", "_local"))
+    assert len(both) == len(answers)
+    for http_p, local_p in zip(both["probabilities_http"], both["probabilities_local"], strict=True):
+        assert list(http_p) == pytest.approx(list(local_p), abs=TOLERANCE)
+    metric = {
+        name: pd.read_csv(folder / "metrics.csv").set_index(["method", "metric"])["value"]
+        for name, folder in (("http", run), ("local", here))
+    }
+    wd = ("anthology-greedy", "wd_expected_raw")
+    assert metric["http"][wd] == pytest.approx(metric["local"][wd], abs=TOLERANCE)
+
 
 def test_questions_sharing_a_backstory_hit_vllms_prefix_cache(http, vllm_server):  # noqa: F811
     """Sampled demographics: each persona's 8 trait questions follow the same long backstory, so
