@@ -34,7 +34,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 from figures import Figure, format_table
-from workload import backstory
+from workload import backstory, story_panel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
@@ -142,15 +142,7 @@ def pair(section, what, unit, count, local_s, http_s, served, note=""):
 
 
 def answering(section, server, http, local, stories) -> list[Figure]:
-    panel = pd.DataFrame(
-        {
-            "method": "bench",
-            "respondent_id": range(len(stories)),
-            "persona_id": None,
-            "style": "completion",
-            "context": stories,
-        }
-    )
+    panel = story_panel(stories)
     questionnaire = load_survey("gss2018-spending").questionnaire
     config = AskConfig(context="independent", mode="logprob")
     (local_answers, _), local_s, _ = measured(server, lambda: ask(local, panel, questionnaire, config=config))

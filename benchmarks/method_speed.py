@@ -20,7 +20,7 @@ from types import SimpleNamespace
 
 import pandas as pd
 from figures import Figure
-from workload import backstory, timed
+from workload import backstory, story_panel, timed
 
 from anthology.method.answering import AskConfig, ask
 from anthology.method.demographics import DemographicsConfig, survey_demographics
@@ -34,15 +34,7 @@ def figures(model, args: SimpleNamespace) -> list[Figure]:
 
 
 def answering(model, stories: list[str], args: SimpleNamespace) -> list[Figure]:
-    panel = pd.DataFrame(
-        {
-            "method": "bench",
-            "respondent_id": range(len(stories)),
-            "persona_id": None,
-            "style": "completion",
-            "context": stories,
-        }
-    )
+    panel = story_panel(stories)
     naive = panel.head(args.naive_personas)
     questionnaire = load_survey("gss2018-spending").questionnaire
     device = model.device

@@ -65,6 +65,21 @@ def backstory(rng: random.Random, tokenizer, n_tokens: int) -> str:
     return tokenizer.decode(ids, skip_special_tokens=True)
 
 
+def story_panel(stories: list[str]):
+    """A panel of completion-style members, one per backstory (method ``bench``)."""
+    import pandas as pd
+
+    return pd.DataFrame(
+        {
+            "method": "bench",
+            "respondent_id": range(len(stories)),
+            "persona_id": None,
+            "style": "completion",
+            "context": stories,
+        }
+    )
+
+
 def question(topic: str) -> str:
     return (
         f"\n\nQuestion: Are we spending too much, too little, or about the right amount on {topic}?\n"

@@ -64,3 +64,14 @@ def tiny_hf(parts, **options):
 @pytest.fixture
 def tiny_model(tiny_parts):
     return tiny_hf(tiny_parts)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_server_facts():
+    """What an HTTP server can do is remembered per address in-process; a port the OS reuses in a
+    later test is another server, so every test starts without those memories."""
+    from anthology.models.openai_compat import forget_servers
+
+    forget_servers()
+    yield
+    forget_servers()

@@ -594,3 +594,19 @@ class FakeOpenAIServer:
                 "total_tokens": prompt_tokens + completion_tokens,
             },
         }
+
+
+def client(server: FakeOpenAIServer, **kwargs: Any) -> Any:
+    """An ``OpenAICompatModel`` for ``server`` with quick retries; ``kwargs`` override any argument."""
+    from anthology.models.openai_compat import OpenAICompatModel
+
+    options: dict[str, Any] = {
+        "model": "fake-model",
+        "base_url": server.base_url,
+        "api_key_env": None,
+        "timeout": 5.0,
+        "backoff_base": 0.01,
+        "backoff_max": 0.05,
+        "max_retries": 3,
+    }
+    return OpenAICompatModel(**{**options, **kwargs})

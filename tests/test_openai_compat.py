@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fake_openai_server import FakeOpenAIServer, ToyModel, completion_text
+from fake_openai_server import FakeOpenAIServer, ToyModel, client, completion_text
 
 from anthology.errors import BackendError, MissingAPIKeyError, ServerUnreachableError
 from anthology.models.base import (
@@ -20,18 +20,10 @@ from anthology.models.base import (
     ScoreRequest,
     sample_seed,
 )
-from anthology.models.openai_compat import OpenAICompatModel, forget_servers, impute_option_logprobs
+from anthology.models.openai_compat import OpenAICompatModel, impute_option_logprobs
 
 SECRET = "sk-test-SECRET-value-123"
 KEY_ENV = "ANTHOLOGY_TEST_OPENAI_KEY"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_server_facts() -> Iterator[None]:
-    """What a server can do is remembered per address; a port the OS reuses is another server."""
-    forget_servers()
-    yield
-    forget_servers()
 
 
 @pytest.fixture
@@ -41,17 +33,7 @@ def server() -> Iterator[FakeOpenAIServer]:
 
 
 def make(server: FakeOpenAIServer, **kwargs: Any) -> OpenAICompatModel:
-    options: dict[str, Any] = {
-        "model": "fake-model",
-        "base_url": server.base_url,
-        "api_key_env": None,
-        "timeout": 0.5,
-        "backoff_base": 0.01,
-        "backoff_max": 2.0,
-        "max_retries": 3,
-    }
-    options.update(kwargs)
-    return OpenAICompatModel(**options)
+    return client(server, **{"timeout": 0.5, "backoff_max": 2.0, **kwargs})
 
 
 def free_port() -> int:

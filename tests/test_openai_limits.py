@@ -5,35 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
-from fake_openai_server import FakeOpenAIServer, completion_text
+from fake_openai_server import FakeOpenAIServer, client, completion_text
 
 from anthology.models.base import GenerateRequest, sample_seed
-from anthology.models.openai_compat import OpenAICompatModel, _AdaptiveLimit, forget_servers
+from anthology.models.openai_compat import _AdaptiveLimit
 
-
-@pytest.fixture(autouse=True)
-def _fresh_server_facts() -> Iterator[None]:
-    forget_servers()
-    yield
-    forget_servers()
-
-
-def make(server: FakeOpenAIServer, **kwargs: Any) -> OpenAICompatModel:
-    options: dict[str, Any] = {
-        "model": "fake-model",
-        "base_url": server.base_url,
-        "api_key_env": None,
-        "timeout": 5.0,
-        "backoff_base": 0.01,
-        "backoff_max": 0.05,
-        "max_retries": 3,
-    }
-    options.update(kwargs)
-    return OpenAICompatModel(**options)
+make = client
 
 
 # -- servers that ignore n ------------------------------------------------------------------------

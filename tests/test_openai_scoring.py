@@ -7,11 +7,10 @@ documented (exact where the path holds the option, imputed only for the part it 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fake_openai_server import FakeOpenAIServer, ToyModel
+from fake_openai_server import FakeOpenAIServer, ToyModel, client
 
 from anthology.errors import CapabilityError, ServerUnreachableError
 from anthology.method.prompts import answer_forms
@@ -22,25 +21,7 @@ CONTEXT = "Question: Is the sky blue?\n(A) Yes\n(B) No\nAnswer:"
 FORMS = tuple(f for i in range(3) for f in answer_forms(i))  # " (A", " A)", " A.", " A:", " A\n", ...
 
 
-@pytest.fixture(autouse=True)
-def _fresh_server_facts() -> Iterator[None]:
-    forget_servers()
-    yield
-    forget_servers()
-
-
-def make(server: FakeOpenAIServer, **kwargs: Any) -> OpenAICompatModel:
-    options: dict[str, Any] = {
-        "model": "fake-model",
-        "base_url": server.base_url,
-        "api_key_env": None,
-        "timeout": 5.0,
-        "backoff_base": 0.01,
-        "backoff_max": 0.05,
-        "max_retries": 3,
-    }
-    options.update(kwargs)
-    return OpenAICompatModel(**options)
+make = client
 
 
 def echo_bodies(server: FakeOpenAIServer) -> list[dict[str, Any]]:
