@@ -387,3 +387,25 @@ def test_stop_marks_hold_every_token_that_completes_a_stop_string(tiny_parts):
                 firsts += 1
                 assert marks[seq[first]], (stop, tokenizer.decode(seq[: first + 1]))
     assert firsts > 100
+
+
+def test_answer_forms_lay_their_shared_tokens_once(tiny_model, tiny_parts):
+    """A question's answer forms share the question block: the packed pass lays every distinct token
+    path once (a hand count of the distinct row prefixes), and each form's score is still exact."""
+    from anthology.method.prompts import option_continuations
+
+    model, tokenizer = tiny_parts
+    forms = option_continuations(4)
+    requests = [ScoreRequest(BACKSTORIES[0] + q, forms) for q in QUESTIONS]
+    tokens = _count_tokens(tiny_model.model)
+    results = tiny_model.score(requests)
+    inputs = set()  # every token a forward pass must read: each full row but its last token
+    for req in requests:
+        for option in forms:
+            full = tokenizer(req.context + option)["input_ids"]
+            inputs |= {tuple(full[: k + 1]) for k in range(len(full) - 1)}
+    assert sum(tokens) == len(inputs)
+    for req, result in zip(requests, results, strict=True):
+        for option, logprob in zip(forms, result.logprobs, strict=True):
+            reference = _reference_logprob(model, tokenizer, req.context, option)
+            assert logprob == pytest.approx(reference, abs=1e-4)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from anthology.errors import BackendError, ModelNotFoundError
@@ -514,19 +515,24 @@ class HFModel:
         return found
 
     def _packs(self, prefix_len: int, members: list[int], rows: list[tuple[int, ...]]) -> list[_Pack]:
-        """Lay a prefix group's rows out as packed sequences: the prefix once, then each member's
-        suffix, up to the pack size (a group too big for one pack repeats its prefix). Rows that share
-        no prefix are packs of their own."""
+        """Lay a prefix group's rows out as packed sequences: the prefix once, then the members'
+        suffixes as a tree (a suffix's tokens shared with the previous member's, in token order, are
+        laid once: the question block that a question's answer forms share), up to the pack size (a
+        group too big for one pack repeats its prefix). Rows that share no prefix are packs of their
+        own."""
         if not prefix_len:
             return [_Pack(0, [i], len(rows[i])) for i in members]
         limit = max(self._pack_tokens, prefix_len + max(len(rows[i]) - prefix_len for i in members))
         packs: list[_Pack] = []
-        for i in sorted(members, key=lambda i: -len(rows[i])):
-            suffix = len(rows[i]) - prefix_len
-            if not packs or packs[-1].length + suffix > limit:
+        previous: tuple[int, ...] = ()
+        for i in sorted(members, key=lambda i: rows[i]):
+            new = len(rows[i]) - max(prefix_len, _common_prefix(rows[i], previous))
+            if not packs or packs[-1].length + new > limit:
                 packs.append(_Pack(prefix_len, [], prefix_len))
+                new = len(rows[i]) - prefix_len
             packs[-1].members.append(i)
-            packs[-1].length += suffix
+            packs[-1].length += new
+            previous = rows[i]
         return packs
 
     def _prefix_groups(
@@ -574,48 +580,54 @@ class HFModel:
         found: list[dict[tuple[int, int], float]],
     ) -> None:
         """One forward pass over packed sequences. Each pack is its prefix followed by its members'
-        suffixes; an attention mask lets every suffix token see the prefix and the earlier tokens of
-        its own suffix only, and position ids restart after the prefix for each suffix, so each
+        suffixes laid out as a tree (tokens a member shares with the previous one, at the same
+        positions, are laid once); an attention mask lets every token see exactly the tokens of its own
+        row before it (its ancestors in the tree), and position ids are those of the row, so each
         member's log-probs are those of its whole row run alone."""
         width = max(pack.length for pack in batch)
         ids = torch.full((len(batch), width), self._pad_id, dtype=torch.long)
         positions = torch.zeros((len(batch), width), dtype=torch.long)
-        segment = torch.full((len(batch), width), -1, dtype=torch.long)  # -1 padding, 0 prefix
+        # Column -> the column of the token before it in its row (-1: the row's first, or padding).
+        parents = np.full((len(batch), width), -1, dtype=np.int64)
         coords: list[tuple[int, int, int, int]] = []  # (pack, column, row, position)
         for b, pack in enumerate(batch):
-            first = rows[pack.members[0]]
             p = pack.prefix_len
-            ids[b, :p] = torch.tensor(first[:p], dtype=torch.long)
+            laid: list[int] = []  # token ids laid in this pack, column by column
+            path: list[int] = []  # the previous member's columns, position by position
+            previous: tuple[int, ...] = ()
+            for i in pack.members:
+                row = rows[i]
+                if not laid:
+                    laid += row[:p]
+                    path = list(range(p))
+                    previous = row[:p]
+                keep = max(p, _common_prefix(row, previous))
+                path = path[:keep]
+                for pos in range(keep, len(row)):
+                    parents[b, len(laid)] = path[-1] if path else -1
+                    positions[b, len(laid)] = pos
+                    path.append(len(laid))
+                    laid.append(row[pos])
+                coords += [(b, path[pos], i, pos) for pos in sorted(needs[i])]
+                previous = row
+            ids[b, : len(laid)] = torch.tensor(laid, dtype=torch.long)
             positions[b, :p] = torch.arange(p)
-            segment[b, :p] = 0
-            start = p
-            for k, i in enumerate(pack.members, 1):
-                suffix = rows[i][p:]
-                stop = start + len(suffix)
-                ids[b, start:stop] = torch.tensor(suffix, dtype=torch.long)
-                positions[b, start:stop] = torch.arange(p, len(rows[i]))
-                segment[b, start:stop] = k
-                coords += [(b, start + pos - p, i, pos) for pos in sorted(needs[i])]
-                start = stop
+            parents[b, 1:p] = np.arange(p - 1)
         dev = self.device
-        ids, positions, segment = ids.to(dev), positions.to(dev), segment.to(dev)
+        ids, positions = ids.to(dev), positions.to(dev)
         bi = torch.tensor([c[0] for c in coords], device=dev)
         ci = torch.tensor([c[1] for c in coords], device=dev)
-        logits = self._logits_at(ids, positions, self._pack_mask(positions, segment), bi, ci)
+        allowed = torch.from_numpy(_ancestors(parents)).to(dev)
+        logits = self._logits_at(ids, positions, self._pack_mask(positions, allowed), bi, ci)
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         for k, (_, _, i, pos) in enumerate(coords):
             for token in needs[i][pos]:
                 found[i][(pos, token)] = float(logprobs[k, token])
 
-    def _pack_mask(self, positions: torch.Tensor, segment: torch.Tensor) -> Any:
-        """The attention mask of packed sequences, [batch, 1, query, key]: causal, within the prefix
-        or the query's own suffix; padding attends only to itself. Models with sliding-window layers
-        get one mask per layer type, the window measured in position ids."""
-        width = segment.shape[1]
-        causal = torch.ones((width, width), dtype=torch.bool, device=segment.device).tril()
-        query, key = segment[:, :, None], segment[:, None, :]
-        allowed = causal & (key >= 0) & ((key == 0) | (key == query))
-        allowed |= torch.eye(width, dtype=torch.bool, device=segment.device)
+    def _pack_mask(self, positions: torch.Tensor, allowed: torch.Tensor) -> Any:
+        """The attention mask of packed sequences, [batch, 1, query, key], from ``allowed`` [batch,
+        query, key] (each token sees its own row's tokens up to itself; padding only itself). Models
+        with sliding-window layers get one mask per layer type, the window measured in position ids."""
         config = self.model.config
         window = getattr(config, "sliding_window", None)
         types = set(getattr(config, "layer_types", None) or [])
@@ -666,6 +678,20 @@ class _Pack:
 def _kv_cache(out: Any) -> Any:
     cache = getattr(out, "cache", None)
     return cache if cache is not None else out.past_key_values
+
+
+def _ancestors(parents: np.ndarray) -> np.ndarray:
+    """[batch, query, key] booleans: key is query itself or a token before it in its row, following
+    ``parents`` (each column's previous token in its row, always an earlier column; -1 for none)."""
+    batch, width = parents.shape
+    allowed = np.zeros((batch, width, width), dtype=bool)
+    index = np.arange(batch)
+    for column in range(width):
+        parent = parents[:, column]
+        has = parent >= 0
+        allowed[index[has], column] = allowed[index[has], parent[has]]
+        allowed[:, column, column] = True
+    return allowed
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
