@@ -270,8 +270,9 @@ def open_model(meter: Meter, args: argparse.Namespace):
     def opened(cfg, run):
         import torch
 
-        from anthology.models.cache import CachedModel, ResponseCache
+        from anthology.models.cached_model import CachedModel
         from anthology.models.registry import load_model
+        from anthology.models.response_cache import ResponseCache
 
         torch.set_num_threads(args.threads)
         with meter.phase("load model, open cache"):

@@ -27,7 +27,8 @@ from anthology.models.base import (
     ScoreRequest,
     ScoreResult,
 )
-from anthology.models.cache import CachedModel, ResponseCache
+from anthology.models.cached_model import CachedModel
+from anthology.models.response_cache import ResponseCache
 from anthology.surveys import Question, Questionnaire, load_survey
 
 INSTRUCTION = "Please answer the following question keeping in mind your previous answers."

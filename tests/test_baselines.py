@@ -21,7 +21,8 @@ from anthology.method.baselines import (
     dp_backstories,
     dp_panel,
 )
-from anthology.models.cache import CachedModel, ResponseCache
+from anthology.models.cached_model import CachedModel
+from anthology.models.response_cache import ResponseCache
 from anthology.surveys import Questionnaire, Survey, load_survey
 
 # GSS respondent 3 has all six traits; seed 0 shuffles them into this order.

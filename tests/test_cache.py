@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from anthology.errors import BackendError, CapabilityError
-from anthology.models import cache as cache_mod
+from anthology.models import response_cache
 from anthology.models.base import (
     Capabilities,
     GenerateRequest,
@@ -34,10 +34,11 @@ from anthology.models.base import (
     ScoreResult,
     sample_seed,
 )
-from anthology.models.cache import (
-    CachedModel,
+from anthology.models.cached_model import CachedModel, CacheStats
+from anthology.models.response_cache import (
     CacheRow,
     ResponseCache,
+    canonical_json,
     check_no_secrets,
     default_cache_path,
     generate_key,
@@ -287,7 +288,7 @@ def test_chunks_respect_chunk_size_and_cache_off_calls_every_time():
     model.score([ScoreRequest("c", (" A", " B"))])
     assert len(fake.score_calls) == 2
     model.stats.reset()
-    assert model.stats == cache_mod.CacheStats()
+    assert model.stats == CacheStats()
 
 
 def test_cache_off_does_not_merge_identical_generate_requests():
@@ -415,7 +416,7 @@ def test_schema_pragmas_and_migrations(tmp_path, monkeypatch):
         applied.append(1)
         db.execute("CREATE TABLE extra (x)")
 
-    monkeypatch.setattr(cache_mod, "MIGRATIONS", [*cache_mod.MIGRATIONS, ("m999_test", m999_test)])
+    monkeypatch.setattr(response_cache, "MIGRATIONS", [*response_cache.MIGRATIONS, ("m999_test", m999_test)])
     with ResponseCache(path) as c:
         assert c._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert c._db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
@@ -450,7 +451,7 @@ def test_rows_hold_identity_request_and_response(db):
     assert len(rows) == 2
     key, kind, ident, request, response, created, duration, ptok, ctok = rows[1]
     assert key.startswith("v1:") and kind == "generate"
-    assert ident == cache_mod.canonical_json(FakeModel().identity)
+    assert ident == canonical_json(FakeModel().identity)
     assert '"sample":1' in request and '"temperature":0.5' in request and '"seed":8' in request
     assert '"text":"s1-' in response and ptok == 3 and ctok == 2
     assert created > 0 and duration is not None
@@ -523,7 +524,8 @@ CHILD = textwrap.dedent(
     sys.path.insert(0, sys.argv[2])
     from test_cache import FakeModel
     from anthology.models.base import GenerateRequest
-    from anthology.models.cache import CachedModel, ResponseCache
+    from anthology.models.cached_model import CachedModel
+    from anthology.models.response_cache import ResponseCache
 
     cache = ResponseCache(sys.argv[1])
     model = CachedModel(FakeModel(delay=0.02), cache, chunk_size=4)

@@ -20,7 +20,8 @@ from anthology.method.demographics import DemographicsConfig, agreement, survey_
 from anthology.method.matching import TraitTable, match, match_survey
 from anthology.method.parsing import parse_choice
 from anthology.models.base import Capabilities, GenerateResult, Sample, ScoreResult
-from anthology.models.cache import CachedModel, ResponseCache
+from anthology.models.cached_model import CachedModel
+from anthology.models.response_cache import ResponseCache
 from anthology.surveys import CANONICAL_TRAITS, load_survey
 
 # -- prompts ------------------------------------------------------------------------------------

@@ -376,7 +376,7 @@ def test_ask_keeps_a_server_saturated_with_each_backstorys_questions_together(
     import pandas as pd
 
     from anthology.method.answering import AskConfig, ask
-    from anthology.models.cache import CachedModel
+    from anthology.models.cached_model import CachedModel
     from anthology.surveys import load_survey
 
     sent: list[str] = []

@@ -19,8 +19,9 @@ from anthology.models.base import (
     ScoreRequest,
     ScoreResult,
 )
-from anthology.models.cache import CachedModel, ResponseCache
+from anthology.models.cached_model import CachedModel
 from anthology.models.registry import load_model
+from anthology.models.response_cache import ResponseCache
 
 __version__ = "0.1.0"
 

@@ -1,8 +1,9 @@
 """Model calls sharded across Ray actors, each holding its own replica of a local model.
 
 :class:`RayModel` is a :class:`~anthology.models.base.LanguageModel` like any other backend. The driver
-keeps the response cache and the run directory (wrap it in a :class:`~anthology.models.cache.CachedModel`
-as usual); only the requests that miss the cache travel to the workers, and only results come back.
+keeps the response cache and the run directory (wrap it in a
+:class:`~anthology.models.cached_model.CachedModel` as usual); only the requests that miss the cache
+travel to the workers, and only results come back.
 
 * Each actor builds its replica with :func:`~anthology.models.registry.load_model` inside its worker,
   so the replicas' identity, and with it every cache key, is the one a local run has: a cached local
@@ -177,7 +178,7 @@ class RayModel:
 
     @property
     def chunk_size(self) -> int:
-        """Units per :class:`~anthology.models.cache.CachedModel` chunk that keep every worker busy."""
+        """Units per :class:`~anthology.models.cached_model.CachedModel` chunk that keep every worker busy."""
         return UNITS_PER_WORKER * self.workers
 
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
