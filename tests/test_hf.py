@@ -273,7 +273,7 @@ def test_packed_scores_equal_plain_forward(tiny_parts, architecture):
             attn_implementation="eager",
         )
     hf = HFModel("tiny", model=model, tokenizer=tokenizer, device="cpu", dtype="float32")
-    assert hf._attention == ("eager" if "eager" in architecture else "sdpa")
+    assert hf.model.config._attn_implementation == ("eager" if "eager" in architecture else "sdpa")
     requests = _requests()
     worst = 0.0
     for req, result in zip(requests, hf.score(requests), strict=True):
@@ -282,13 +282,19 @@ def test_packed_scores_equal_plain_forward(tiny_parts, architecture):
     assert worst < 1e-4
 
 
-def test_group_larger_than_a_pack_repeats_its_prefix(tiny_model, tiny_parts):
+def test_group_larger_than_a_pack_repeats_its_prefix(tiny_model, tiny_parts, monkeypatch):
+    from anthology.models import hf, hf_packing
+
     model, tokenizer = tiny_parts
     tiny_model._pack_tokens = 64  # a backstory's questions no longer fit one packed sequence
     requests = [ScoreRequest(BACKSTORIES[0] + q, opts) for q, opts in zip(QUESTIONS, OPTIONS, strict=True)]
     packs = []
-    original = tiny_model._score_packs
-    tiny_model._score_packs = lambda batch, *rest: (packs.extend(batch), original(batch, *rest))
+
+    def lay_out(*args, **kwargs):
+        packs.extend(hf_packing.lay_out(*args, **kwargs))
+        return packs
+
+    monkeypatch.setattr(hf, "lay_out", lay_out)
     results = tiny_model.score(requests)
     assert len(packs) > 1 and all(p.prefix_len > 16 for p in packs)
     for req, result in zip(requests, results, strict=True):

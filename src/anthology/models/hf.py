@@ -8,11 +8,10 @@
   rows leave the batch, stop strings are checked per row. The static-cache loop (``hf_static.py``,
   transformers' ``generate`` with a compiled step): fixed shapes, so the step runs as CUDA graphs;
   ``decoding="auto"`` uses it on a GPU for long generations from short prompts (backstories).
-* Option scoring finds the token prefix that requests share (one backstory, many questions) and packs
-  the prefix once followed by every suffix into one sequence, with an attention mask that keeps the
-  suffixes apart: one forward pass per backstory, no padding between questions of different lengths,
-  no KV cache to copy. Only the positions whose log-probs are needed reach the output layer. An
-  option's row that is a prefix of another option's row is read off the longer one.
+* Option scoring turns each option into a row (context and option tokens) whose log-probs are needed
+  from the last context token on; an option's row that is a prefix of another option's row is read
+  off the longer one. Rows that share a token prefix (one backstory, many questions) are scored in
+  packed sequences, the prefix once (``hf_packing.py``).
 
 This module imports torch; nothing outside ``anthology.models`` imports it.
 """
@@ -29,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from anthology.errors import BackendError, ModelNotFoundError
@@ -46,6 +44,7 @@ from anthology.models.base import (
     split_context_space,
 )
 from anthology.models.decoding import StopStrings, cut_at_stop, sample_tokens
+from anthology.models.hf_packing import lay_out, score_packs
 
 _TAIL_CHARS = 32  # context characters re-tokenised with an option to find the boundary tokens
 _DECODING = ("auto", "eager", "static", "compiled")
@@ -140,7 +139,6 @@ class HFModel:
         params = inspect.signature(self.model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self._pad_id = _pad_id(tokenizer)
-        self._attention = getattr(self.model.config, "_attn_implementation", "sdpa")
         # Packed scoring sequences: long enough to hold a backstory and all its questions, short
         # enough that the attention over masked-out pairs stays small next to the matmuls.
         self._pack_tokens = 8192 if on_gpu else 2048
@@ -234,7 +232,16 @@ class HFModel:
             for _, row, cont in per_option:
                 for t, token in enumerate(cont):
                     needs[row].setdefault(len(ctx_ids) - 1 + t, []).append(token)
-        logprobs = self._score_rows(row_tokens, needs)
+        packs = lay_out(
+            row_tokens,
+            needs,
+            share_prefix=self.share_prefix,
+            min_shared_prefix=self.min_shared_prefix,
+            pack_tokens=self._pack_tokens,
+        )
+        logprobs: list[dict[tuple[int, int], float]] = [{} for _ in row_tokens]
+        for batch in self._batches(packs, lambda pack: pack.length, self.batch_tokens):
+            score_packs(self.model, batch, row_tokens, needs, logprobs, pad_id=self._pad_id)
         results = []
         for ctx_ids, per_option in zip(contexts, targets, strict=True):
             lps = []
@@ -498,208 +505,10 @@ class HFModel:
             next_pos = next_pos + 1
         return list(zip(generated, finish, strict=True))
 
-    # -- scoring -------------------------------------------------------------------------------
-
-    @torch.inference_mode()
-    def _score_rows(
-        self, rows: list[tuple[int, ...]], needs: list[dict[int, list[int]]]
-    ) -> list[dict[tuple[int, int], float]]:
-        """Log-probability of each needed (position, token) of each row."""
-        found: list[dict[tuple[int, int], float]] = [{} for _ in rows]
-        order = sorted(range(len(rows)), key=lambda i: rows[i])
-        groups = self._prefix_groups(order, rows, needs) if self.share_prefix else [(0, order)]
-        packs = [pack for prefix_len, members in groups for pack in self._packs(prefix_len, members, rows)]
-        packs.sort(key=lambda pack: -pack.length)
-        for batch in self._batches(packs, lambda pack: pack.length, self.batch_tokens):
-            self._score_packs(batch, rows, needs, found)
-        return found
-
-    def _packs(self, prefix_len: int, members: list[int], rows: list[tuple[int, ...]]) -> list[_Pack]:
-        """Lay a prefix group's rows out as packed sequences: the prefix once, then the members'
-        suffixes as a tree (a suffix's tokens shared with the previous member's, in token order, are
-        laid once: the question block that a question's answer forms share), up to the pack size (a
-        group too big for one pack repeats its prefix). Rows that share no prefix are packs of their
-        own."""
-        if not prefix_len:
-            return [_Pack(0, [i], len(rows[i])) for i in members]
-        limit = max(self._pack_tokens, prefix_len + max(len(rows[i]) - prefix_len for i in members))
-        packs: list[_Pack] = []
-        previous: tuple[int, ...] = ()
-        for i in sorted(members, key=lambda i: rows[i]):
-            new = len(rows[i]) - max(prefix_len, _common_prefix(rows[i], previous))
-            if not packs or packs[-1].length + new > limit:
-                packs.append(_Pack(prefix_len, [], prefix_len))
-                new = len(rows[i]) - prefix_len
-            packs[-1].members.append(i)
-            packs[-1].length += new
-            previous = rows[i]
-        return packs
-
-    def _prefix_groups(
-        self, order: list[int], rows: list[tuple[int, ...]], needs: list[dict[int, list[int]]]
-    ) -> list[tuple[int, list[int]]]:
-        """Group rows (sorted by tokens) that share a long token prefix. Each group's prefix stops
-        before the first position whose log-probs any member needs."""
-        groups: list[tuple[int, list[int]]] = []
-        solo: list[int] = []
-
-        def close(members: list[int], prefix_len: int) -> None:
-            if len(members) > 1 and prefix_len >= self.min_shared_prefix:
-                groups.append((prefix_len, members))
-            else:
-                solo.extend(members)
-
-        members: list[int] = []
-        prefix_len = 0
-        for i in order:
-            first_need = min(needs[i])
-            if not members:
-                members, prefix_len = [i], first_need
-                continue
-            common = _common_prefix(rows[members[0]], rows[i])
-            shared = min(prefix_len, common, first_need)
-            # Join only while most of the group's prefix stays shared: two backstories that open
-            # with the same interview question must not shrink every member's prefix to it.
-            if shared >= max(self.min_shared_prefix, prefix_len // 2):
-                members.append(i)
-                prefix_len = shared
-            else:
-                close(members, prefix_len)
-                members, prefix_len = [i], first_need
-        if members:
-            close(members, prefix_len)
-        if solo:
-            groups.append((0, solo))
-        return groups
-
-    def _score_packs(
-        self,
-        batch: list[_Pack],
-        rows: list[tuple[int, ...]],
-        needs: list[dict[int, list[int]]],
-        found: list[dict[tuple[int, int], float]],
-    ) -> None:
-        """One forward pass over packed sequences. Each pack is its prefix followed by its members'
-        suffixes laid out as a tree (tokens a member shares with the previous one, at the same
-        positions, are laid once); an attention mask lets every token see exactly the tokens of its own
-        row before it (its ancestors in the tree), and position ids are those of the row, so each
-        member's log-probs are those of its whole row run alone."""
-        width = max(pack.length for pack in batch)
-        ids = torch.full((len(batch), width), self._pad_id, dtype=torch.long)
-        positions = torch.zeros((len(batch), width), dtype=torch.long)
-        # Column -> the column of the token before it in its row (-1: the row's first, or padding).
-        parents = np.full((len(batch), width), -1, dtype=np.int64)
-        coords: list[tuple[int, int, int, int]] = []  # (pack, column, row, position)
-        for b, pack in enumerate(batch):
-            p = pack.prefix_len
-            laid: list[int] = []  # token ids laid in this pack, column by column
-            path: list[int] = []  # the previous member's columns, position by position
-            previous: tuple[int, ...] = ()
-            for i in pack.members:
-                row = rows[i]
-                if not laid:
-                    laid += row[:p]
-                    path = list(range(p))
-                    previous = row[:p]
-                keep = max(p, _common_prefix(row, previous))
-                path = path[:keep]
-                for pos in range(keep, len(row)):
-                    parents[b, len(laid)] = path[-1] if path else -1
-                    positions[b, len(laid)] = pos
-                    path.append(len(laid))
-                    laid.append(row[pos])
-                coords += [(b, path[pos], i, pos) for pos in sorted(needs[i])]
-                previous = row
-            ids[b, : len(laid)] = torch.tensor(laid, dtype=torch.long)
-            positions[b, :p] = torch.arange(p)
-            parents[b, 1:p] = np.arange(p - 1)
-        dev = self.device
-        ids, positions = ids.to(dev), positions.to(dev)
-        bi = torch.tensor([c[0] for c in coords], device=dev)
-        ci = torch.tensor([c[1] for c in coords], device=dev)
-        allowed = torch.from_numpy(_ancestors(parents)).to(dev)
-        logits = self._logits_at(ids, positions, self._pack_mask(positions, allowed), bi, ci)
-        logprobs = torch.log_softmax(logits.float(), dim=-1)
-        for k, (_, _, i, pos) in enumerate(coords):
-            for token in needs[i][pos]:
-                found[i][(pos, token)] = float(logprobs[k, token])
-
-    def _pack_mask(self, positions: torch.Tensor, allowed: torch.Tensor) -> Any:
-        """The attention mask of packed sequences, [batch, 1, query, key], from ``allowed`` [batch,
-        query, key] (each token sees its own row's tokens up to itself; padding only itself). Models
-        with sliding-window layers get one mask per layer type, the window measured in position ids."""
-        config = self.model.config
-        window = getattr(config, "sliding_window", None)
-        types = set(getattr(config, "layer_types", None) or [])
-        if "sliding_attention" not in types:
-            if window and not types:  # Mistral-style: one window for every layer
-                allowed &= positions[:, :, None] - positions[:, None, :] < window
-            return self._as_mask(allowed)
-        sliding = allowed & (positions[:, :, None] - positions[:, None, :] < window)
-        return {t: self._as_mask(sliding if t == "sliding_attention" else allowed) for t in types}
-
-    def _as_mask(self, allowed: torch.Tensor) -> torch.Tensor:
-        """A boolean mask for SDPA; an additive one (0 or the dtype's minimum) for eager attention."""
-        allowed = allowed[:, None]
-        if self._attention == "sdpa":
-            return allowed
-        return torch.zeros(allowed.shape, dtype=self.dtype, device=allowed.device).masked_fill(
-            ~allowed, torch.finfo(self.dtype).min
-        )
-
-    def _logits_at(
-        self, ids: torch.Tensor, positions: torch.Tensor, mask: Any, bi: torch.Tensor, ci: torch.Tensor
-    ) -> torch.Tensor:
-        """The model's logits at the columns (bi, ci) only: the hidden states are gathered just
-        before the output layer (a pre-hook on it), so the vocabulary projection and whatever the
-        model does to its logits afterwards (soft-capping, scaling) run on the needed positions."""
-        head = self.model.get_output_embeddings()
-        handle = head.register_forward_pre_hook(lambda module, args: (args[0][bi, ci],))
-        try:
-            out = self.model(
-                input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False, logits_to_keep=0
-            )
-        finally:
-            handle.remove()
-        if out.logits.dim() == 3:  # the output layer was not called as a module: full logits came back
-            return out.logits[bi, ci]
-        return out.logits
-
-
-@dataclass
-class _Pack:
-    """Rows scored in one packed sequence: their shared prefix, then each member's suffix."""
-
-    prefix_len: int
-    members: list[int]
-    length: int
-
 
 def _kv_cache(out: Any) -> Any:
     cache = getattr(out, "cache", None)
     return cache if cache is not None else out.past_key_values
-
-
-def _ancestors(parents: np.ndarray) -> np.ndarray:
-    """[batch, query, key] booleans: key is query itself or a token before it in its row, following
-    ``parents`` (each column's previous token in its row, always an earlier column; -1 for none)."""
-    batch, width = parents.shape
-    allowed = np.zeros((batch, width, width), dtype=bool)
-    index = np.arange(batch)
-    for column in range(width):
-        parent = parents[:, column]
-        has = parent >= 0
-        allowed[index[has], column] = allowed[index[has], parent[has]]
-        allowed[:, column, column] = True
-    return allowed
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 def _pad_id(tokenizer: Any) -> int:
