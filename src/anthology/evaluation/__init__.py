@@ -1,0 +1,51 @@
+"""Evaluate a run directory: every persona method's answers against the human respondents with the
+paper's metrics (:mod:`anthology.metrics`), the human split-half lower bound, bootstrap intervals, and
+breakdowns per question, per subgroup and per matched pair.
+
+    from anthology.evaluation import evaluate
+
+    result = evaluate("runs/w34")          # also writes metrics*.csv into the run directory
+    result.table                            # the paper's Table 1: one row per method + lower bound
+
+One module per job: :mod:`.load` reads the run's artifacts, :mod:`.compute` computes the evaluation
+from them (no I/O), :mod:`.files` writes and reads back its files, :mod:`.tables` lays out the tables
+the CLI and the report show, and :mod:`.stored` ties them together (:func:`evaluate`) and tells
+whether a stored evaluation is current; :mod:`.names` holds the method ids and labels they share.
+
+Conventions. The humans are ``humans.parquet`` with their survey weights; each method's personas are
+its rows of ``answers.parquet`` pivoted to one row per respondent, each counting once (no weights).
+``wd_raw`` is ``scipy.stats.wasserstein_distance`` on positions 1..K (the paper's WD) and
+``wd_normalized`` divides it by K-1 (OpinionQA's form). ``wd_expected_*`` use the exact expected
+distributions of logprob-mode runs instead of the sampled answers. Intervals are 95% percentile
+bootstrap intervals (humans and personas resampled independently, the same seed for every method);
+for the lower-bound row they are the middle 95% of the split-half values. The alpha of the lower-bound
+row is the humans' own (survey-weighted) Cronbach's alpha.
+"""
+
+from anthology.evaluation.compute import Evaluation, compute
+from anthology.evaluation.files import FILES, read_evaluation, write_evaluation
+from anthology.evaluation.load import SUBGROUP_TRAITS, RunData, load_run
+from anthology.evaluation.names import LOWER_BOUND, LOWER_BOUND_LABEL, METHOD_LABELS, method_label
+from anthology.evaluation.stored import evaluate, is_current
+from anthology.evaluation.tables import TABLE_COLUMNS, agreement_table, best_methods, paper_table
+
+__all__ = [
+    "FILES",
+    "LOWER_BOUND",
+    "LOWER_BOUND_LABEL",
+    "METHOD_LABELS",
+    "SUBGROUP_TRAITS",
+    "TABLE_COLUMNS",
+    "Evaluation",
+    "RunData",
+    "agreement_table",
+    "best_methods",
+    "compute",
+    "evaluate",
+    "is_current",
+    "load_run",
+    "method_label",
+    "paper_table",
+    "read_evaluation",
+    "write_evaluation",
+]

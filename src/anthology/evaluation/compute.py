@@ -1,0 +1,182 @@
+"""Compute an evaluation from loaded run data (:func:`compute`, no I/O): per method the paper's
+metrics with bootstrap intervals, the expected-distribution WD of log-prob runs and the matched-pair
+agreement; per question and per subgroup the same with the humans' split-half lower bound; and the
+option coverage of the log-prob stages. The conventions are in :mod:`anthology.evaluation`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+
+from anthology.coverage import score_coverage
+from anthology.evaluation.load import RunData
+from anthology.evaluation.names import AGREEMENT, LOWER_BOUND
+from anthology.evaluation.tables import agreement_table, paper_table
+from anthology.metrics import (
+    Comparison,
+    LowerBound,
+    WassersteinDistances,
+    bootstrap,
+    compare,
+    expected_distributions,
+    human_lower_bound,
+    individual_agreement,
+    metrics_table,
+    per_question_table,
+    subgroup_breakdown,
+    subgroup_table,
+    wasserstein_distances,
+)
+
+_PERSONA_METRICS = ("wd_raw", "wd_normalized", "frobenius", "alpha_personas", "alpha_personas_weighted")
+_HUMAN_ALPHAS = ("alpha_humans", "alpha_humans_weighted")
+_SPLIT_SPREAD = (2.5, 97.5)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The evaluation of a run: ``metrics`` (long: method, metric, value, ci_low, ci_high; the rows of
+    metrics.csv), ``per_question`` and ``per_subgroup`` tables, ``coverage`` (observed and imputed
+    option mass of log-prob stages, :func:`anthology.coverage.score_coverage`); ``table`` (the paper's
+    layout) and ``agreement`` (matched pairs) are derived from ``metrics``."""
+
+    metrics: pd.DataFrame
+    per_question: pd.DataFrame
+    per_subgroup: pd.DataFrame
+    coverage: pd.DataFrame
+
+    @cached_property
+    def table(self) -> pd.DataFrame:
+        return paper_table(self.metrics)
+
+    @cached_property
+    def agreement(self) -> pd.DataFrame:
+        """One row per method: exact match rate and mean ordinal distance of the matched pairs."""
+        return agreement_table(self.metrics)
+
+
+def compute(data: RunData, *, n_splits: int, n_resamples: int, seed: int) -> Evaluation:
+    """Every metric of every method in ``data`` (see :mod:`anthology.evaluation`)."""
+    human, k, w = data.human_answers, data.n_options, data.human_weights
+    lower = human_lower_bound(human, k, w, n_splits=n_splits, seed=seed)
+    metrics, questions, subgroups = [], [], []
+    for method in data.methods:
+        personas = data.persona_answers(method)
+        result = compare(human, personas, k, human_weights=w)
+        ci = bootstrap(human, personas, k, human_weights=w, n_resamples=n_resamples, seed=seed)
+        scalars = metrics_table(result, ci)
+        per_question = per_question_table(result, data.question_ids, ci, lower)
+        expected = _expected_wd(data, method, result)
+        agreement = individual_agreement(human, data.matched_answers(method), k, weights=w)
+        extra = {name: getattr(agreement, name) for name in AGREEMENT}
+        per_question["exact_match_rate"] = agreement.per_question_exact_match_rate
+        per_question["mean_abs_distance"] = agreement.per_question_mean_abs_distance
+        if expected is not None:
+            extra["wd_expected_raw"] = expected.mean_raw
+            extra["wd_expected_normalized"] = expected.mean_normalized
+            per_question["wd_expected_raw"] = expected.per_question_raw
+            per_question["wd_expected_normalized"] = expected.per_question_normalized
+        if method == data.methods[0]:  # the humans' alphas and their intervals are the same in every run
+            human_rows = pd.concat([_lower_bound_rows(lower), scalars[scalars["metric"].isin(_HUMAN_ALPHAS)]])
+        metrics.append(
+            _with_method(pd.concat([scalars[scalars["metric"].isin(_PERSONA_METRICS)], _rows(extra)]), method)
+        )
+        questions.append(_with_method(per_question, method))
+        subgroups.extend(_subgroups(data, method, personas))
+    metrics.append(_with_method(human_rows, LOWER_BOUND))
+    per_subgroup = pd.concat(subgroups, ignore_index=True)
+    if not per_subgroup.empty:
+        floors = _subgroup_lower_bounds(data, n_splits, seed)
+        per_subgroup = per_subgroup.merge(floors, on=["trait", "group"], how="left")
+    return Evaluation(
+        metrics=pd.concat(metrics, ignore_index=True),
+        per_question=pd.concat(questions, ignore_index=True),
+        per_subgroup=per_subgroup,
+        coverage=score_coverage(data.answers, data.demographics),
+    )
+
+
+def _with_method(frame: pd.DataFrame, method: str) -> pd.DataFrame:
+    return frame.assign(method=method)[["method", *frame.columns]]
+
+
+def _rows(values: Mapping[str, float]) -> pd.DataFrame:
+    """Metric rows without intervals."""
+    return pd.DataFrame(
+        {"metric": list(values), "value": list(values.values()), "ci_low": np.nan, "ci_high": np.nan}
+    )
+
+
+def _lower_bound_rows(lower: LowerBound) -> pd.DataFrame:
+    """The lower bound's scalars with the middle 95% of the split values as the interval (NaN, like
+    the mean, when a split left the metric undefined)."""
+    table = metrics_table(lower)
+    splits = {
+        "wd_raw": lower.wd_raw_per_split,
+        "wd_normalized": lower.wd_normalized_per_split,
+        "frobenius": lower.frobenius_per_split,
+    }
+    bounds = np.array([np.percentile(splits[name], _SPLIT_SPREAD) for name in table["metric"]])
+    table["ci_low"], table["ci_high"] = bounds[:, 0], bounds[:, 1]
+    return table
+
+
+def _expected_wd(data: RunData, method: str, result: Comparison) -> WassersteinDistances | None:
+    """WD between the humans and the method's exact expected distributions, or ``None`` without them."""
+    probabilities = data.probabilities(method)
+    if probabilities is None:
+        return None
+    expected = expected_distributions(probabilities, data.n_options)
+    return wasserstein_distances(result.human_distributions, expected, data.n_options)
+
+
+def _subgroups(data: RunData, method: str, personas: np.ndarray) -> list[pd.DataFrame]:
+    """Per trait, the method's metrics within each subgroup; personas take their human's group."""
+    persona_ids = data.persona_frame(method).index
+    frames = []
+    for trait in data.traits:
+        breakdown = subgroup_breakdown(
+            data.human_answers,
+            personas,
+            data.n_options,
+            data.groups(trait, data.humans["respondent_id"]),
+            data.groups(trait, persona_ids),
+            human_weights=data.human_weights,
+        )
+        table = subgroup_table(breakdown, group="group")
+        table["group"] = [data.category(trait, code) for code in table["group"]]
+        frames.append(table.assign(method=method, trait=trait)[["method", "trait", *table.columns]])
+    return frames
+
+
+def _subgroup_lower_bounds(data: RunData, n_splits: int, seed: int) -> pd.DataFrame:
+    """The split-half lower bound (WD raw, Fro.) of the humans within each subgroup (NaN under two)."""
+    rows = []
+    for trait in data.traits:
+        codes = data.groups(trait, data.humans["respondent_id"])
+        for code in np.unique(codes[~np.isnan(codes)]):
+            mask = codes == code
+            floor = (
+                human_lower_bound(
+                    data.human_answers[mask],
+                    data.n_options,
+                    data.human_weights[mask],
+                    n_splits=n_splits,
+                    seed=seed,
+                ).scalars()
+                if mask.sum() >= 2
+                else {"wd_raw": np.nan, "frobenius": np.nan}
+            )
+            rows.append(
+                {
+                    "trait": trait,
+                    "group": data.category(trait, code),
+                    "lower_bound_wd_raw": floor["wd_raw"],
+                    "lower_bound_frobenius": floor["frobenius"],
+                }
+            )
+    return pd.DataFrame(rows, columns=["trait", "group", "lower_bound_wd_raw", "lower_bound_frobenius"])
