@@ -3,6 +3,7 @@ and in headless Chromium (Debian's ``chromium`` and ``chromium-driver``, install
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -12,8 +13,9 @@ from click.testing import CliRunner
 from test_evaluate import IMAGE, SCRIPT, make_run
 
 from anthology.cli import app
-from anthology.evaluation import evaluate
+from anthology.evaluation import FILES, evaluate, is_current
 from anthology.report import write_report
+from anthology.store import RunDir
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -67,7 +69,8 @@ def test_report_command_evaluates_when_metrics_are_missing(tmp_path):
     root = make_run(tmp_path / "run")
     result = CliRunner().invoke(app, ["report", str(root)])
     assert result.exit_code == 0, result.output
-    assert result.output.strip() == str(root / "report.html")
+    assert result.stdout.strip() == str(root / "report.html")
+    assert "report: evaluating the run with the default settings (seed 0, 100 splits" in result.stderr
     assert (root / "metrics.csv").exists()
     assert "(100 splits)" in (root / "report.html").read_text(encoding="utf-8")  # the defaults, recorded
     (root / "humans.parquet").unlink()
@@ -75,6 +78,71 @@ def test_report_command_evaluates_when_metrics_are_missing(tmp_path):
     assert (
         missing.exit_code == 2 and "humans.parquet" in missing.output and "anthology match" in missing.output
     )
+
+
+def _report(root: Path):
+    result = CliRunner().invoke(app, ["report", str(root)])
+    assert result.exit_code == 0, result.output
+    return result.stderr, (root / "report.html").read_text(encoding="utf-8")
+
+
+def _files(root: Path) -> dict[str, tuple[bytes, int]]:
+    """Each metric file's bytes and modification time."""
+    return {name: ((root / name).read_bytes(), (root / name).stat().st_mtime_ns) for name in FILES.values()}
+
+
+def _stage(root: Path) -> dict:
+    return RunDir(root).manifest()["stages"]["evaluate"]
+
+
+def test_report_uses_the_runs_own_evaluation(tmp_path):
+    root = make_run(tmp_path / "run")
+    evaluate(root, n_splits=7, n_resamples=30, seed=3)
+    before = _files(root)
+    os.utime(root / "answers.parquet")  # touched, not changed: the recorded digest still matches
+    stderr, html = _report(root)
+    assert "report: using the run's evaluation (seed 3, 7 splits, 30 resamples)" in stderr
+    assert _files(root) == before  # read back, not recomputed with the defaults
+    assert "(7 splits)" in html and "(30 resamples" in html
+    assert _stage(root)["seed"] == 3
+
+
+def test_report_reevaluates_changed_answers_with_the_runs_settings(tmp_path):
+    root = make_run(tmp_path / "run")
+    evaluate(root, n_splits=7, n_resamples=30, seed=3)
+    metrics = (root / FILES["metrics"]).read_bytes()
+    run = RunDir(root)
+    answers = run.read("answers")
+    run.write("answers", answers[answers["method"] != "nothing"].reset_index(drop=True))
+    assert not is_current(root)
+    stderr, html = _report(root)
+    assert (
+        "report: evaluating the run with its last evaluation's settings (seed 3, 7 splits, 30 resamples): "
+        "its answers changed since it was evaluated"
+    ) in stderr
+    stage = _stage(root)
+    assert (stage["seed"], stage["n_splits"], stage["n_resamples"]) == (3, 7, 30)
+    assert stage["methods"] == ["anthology-greedy", "qa", "dp"]
+    assert (root / FILES["metrics"]).read_bytes() != metrics
+    assert "(7 splits)" in html
+    assert is_current(root)
+
+
+def test_report_evaluates_with_the_runs_config(tmp_path):
+    root = make_run(tmp_path / "run")
+    manifest = RunDir(root).manifest()
+    manifest["config"] = {"seed": 5, "evaluate": {"splits": 6, "resamples": 25}}  # as `anthology run` records
+    RunDir(root).manifest_path.write_text(json.dumps(manifest))
+    stderr, html = _report(root)
+    assert "report: evaluating the run with its config's settings (seed 5, 6 splits, 25 resamples)" in stderr
+    assert "it has no metric files" in stderr
+    stage = _stage(root)
+    assert (stage["seed"], stage["n_splits"], stage["n_resamples"]) == (5, 6, 25)
+    assert set(stage["inputs"]) == {"answers", "humans"}
+    assert "(6 splits)" in html
+    written = {name: data for name, (data, _) in _files(root).items()}
+    evaluate(root, n_splits=6, n_resamples=25, seed=5)  # the same files as evaluating with those settings
+    assert {name: data for name, (data, _) in _files(root).items()} == written
 
 
 def _chromium(tmp_path: Path):

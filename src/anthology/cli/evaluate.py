@@ -58,8 +58,9 @@ def print_evaluation(result, splits: int) -> None:  # result: anthology.evaluati
 @click.command()
 @run_dir_argument
 def report(run_dir: Path) -> None:
-    """Write RUN_DIR/report.html, one self-contained page (evaluates first when the metrics are
-    missing or older than the answers)."""
+    """Write RUN_DIR/report.html, one self-contained page, from the run's evaluation (evaluates first,
+    with the run's recorded seed, splits and resamples, when the metrics are missing or were made from
+    other answers)."""
     from anthology.report import write_report
 
     click.echo(str(write_report(run_dir)))

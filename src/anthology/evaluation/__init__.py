@@ -9,7 +9,7 @@ breakdowns per question, per subgroup and per matched pair.
 
 One module per job: :mod:`.load` reads the run's artifacts, :mod:`.compute` computes the evaluation
 from them (no I/O), :mod:`.files` writes and reads back its files, :mod:`.tables` lays out the tables
-the CLI and the report show, and :mod:`.stored` ties them together (:func:`evaluate`) and tells
+the CLI and the report show, and :mod:`.stored` ties them together (:func:`evaluate`) and decides
 whether a stored evaluation is current; :mod:`.names` holds the method ids and labels they share.
 
 Conventions. The humans are ``humans.parquet`` with their survey weights; each method's personas are
@@ -26,10 +26,19 @@ from anthology.evaluation.compute import Evaluation, compute
 from anthology.evaluation.files import FILES, read_evaluation, write_evaluation
 from anthology.evaluation.load import SUBGROUP_TRAITS, RunData, load_run
 from anthology.evaluation.names import LOWER_BOUND, LOWER_BOUND_LABEL, METHOD_LABELS, method_label
-from anthology.evaluation.stored import evaluate, is_current
+from anthology.evaluation.stored import (
+    DEFAULTS,
+    Settings,
+    current_evaluation,
+    evaluate,
+    is_current,
+    recorded_settings,
+    staleness,
+)
 from anthology.evaluation.tables import TABLE_COLUMNS, agreement_table, best_methods, paper_table
 
 __all__ = [
+    "DEFAULTS",
     "FILES",
     "LOWER_BOUND",
     "LOWER_BOUND_LABEL",
@@ -38,14 +47,18 @@ __all__ = [
     "TABLE_COLUMNS",
     "Evaluation",
     "RunData",
+    "Settings",
     "agreement_table",
     "best_methods",
     "compute",
+    "current_evaluation",
     "evaluate",
     "is_current",
     "load_run",
     "method_label",
     "paper_table",
     "read_evaluation",
+    "recorded_settings",
+    "staleness",
     "write_evaluation",
 ]

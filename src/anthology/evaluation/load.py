@@ -1,8 +1,10 @@
 """Load what an evaluation reads from a run directory (:func:`load_run`): the matched survey (its
-questionnaire and trait mapping), the humans, every method's answers and the pool's demographics."""
+questionnaire and trait mapping), the humans, every method's answers and the pool's demographics,
+with a digest of the answers and humans so that the evaluation can record which inputs it saw."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -20,11 +22,15 @@ from anthology.surveys import Questionnaire, Survey, load_survey
 #: The human traits the subgroup breakdown uses, where humans.parquet has them.
 SUBGROUP_TRAITS = ("age", "gender", "race", "party", "education")
 
+#: The artifacts an evaluation is made from, whose digests it records.
+INPUTS = ("answers", "humans")
+
 
 @dataclass(frozen=True)
 class RunData:
     """What evaluation reads from a run directory: the survey (for its questionnaire and trait
-    mapping), the humans, every method's answers and the demographics (``None`` without them)."""
+    mapping), the humans, every method's answers, the demographics (``None`` without them) and the
+    digests of the :data:`INPUTS`."""
 
     run: RunDir
     manifest: dict[str, Any]
@@ -32,6 +38,7 @@ class RunData:
     humans: pd.DataFrame
     answers: pd.DataFrame
     demographics: pd.DataFrame | None = None
+    inputs: dict[str, str] = field(default_factory=dict)
     _frames: dict[str, pd.DataFrame] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
@@ -115,6 +122,7 @@ def load_run(run_dir: str | Path) -> RunData:
     if not Path(run_dir).is_dir():
         raise ConfigError(f"run directory {run_dir} does not exist")
     run = RunDir(run_dir)
+    inputs = input_digests(run)
     humans = run.read("humans")
     answers = run.read("answers")
     manifest = run.manifest()
@@ -131,4 +139,14 @@ def load_run(run_dir: str | Path) -> RunData:
     if answers.empty:
         raise ConfigError(f"{run.artifact('answers')} holds no answers: rerun `anthology ask {run.root}`")
     demographics = run.read("demographics") if run.has("demographics") else None
-    return RunData(run, manifest, survey, humans, answers, demographics)
+    return RunData(run, manifest, survey, humans, answers, demographics, inputs)
+
+
+def input_digests(run: RunDir) -> dict[str, str]:
+    """The SHA-256 of each :data:`INPUTS` artifact the run directory has."""
+    digests = {}
+    for name in INPUTS:
+        if run.has(name):
+            with run.artifact(name).open("rb") as stream:
+                digests[name] = hashlib.file_digest(stream, "sha256").hexdigest()
+    return digests

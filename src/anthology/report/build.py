@@ -1,10 +1,11 @@
 """Gather a run directory's results into the report's sections and render ``report.html``.
 
 Everything on the page comes from the run directory: the metric files of :mod:`anthology.evaluation`
-(written first when missing or older than the answers), the answers and humans for the charts, the
-demographic survey and matches for the panel's make-up, and the manifest for provenance. The page is
-rendered by a Jinja2 template with autoescaping, and the charts are inline SVG (:mod:`.svg`), so it
-needs no network and no script, and model-written text shows as text.
+(the run's own; made again with the run's recorded seed, splits and resamples when missing or made
+from other answers or humans, :func:`~anthology.evaluation.current_evaluation`), the answers and
+humans for the charts, the demographic survey and matches for the panel's make-up, and the manifest
+for provenance. The page is rendered by a Jinja2 template with autoescaping, and the charts are inline
+SVG (:mod:`.svg`), so it needs no network and no script, and model-written text shows as text.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -28,11 +30,9 @@ from anthology.evaluation import (
     Evaluation,
     RunData,
     best_methods,
-    evaluate,
-    is_current,
+    current_evaluation,
     load_run,
     method_label,
-    read_evaluation,
 )
 from anthology.method.matching import persona_probabilities
 from anthology.metrics import Comparison, compare
@@ -76,10 +76,12 @@ class PoolTrait:
 
 
 def write_report(run_dir: str | Path) -> Path:
-    """Write ``report.html`` into the run directory and return its path."""
+    """Write ``report.html`` into the run directory and return its path. The metrics are the run's
+    evaluation, made again with its recorded settings when not current; a line on stderr says which."""
     root = Path(run_dir)
     data = load_run(root)  # a missing artifact is reported before any work
-    evaluation = read_evaluation(root) if is_current(root) else evaluate(root)
+    evaluation, how = current_evaluation(root)
+    print(f"report: {how}", file=sys.stderr)
     manifest = data.run.manifest()  # with the evaluate stage
     comparisons = {
         method: compare(
@@ -288,9 +290,9 @@ def _subgroups(evaluation: Evaluation, methods: tuple[str, ...]) -> dict[str, An
 
 def _pool_traits(data: RunData) -> list[PoolTrait]:
     """The canonical traits the survey maps, the humans carry and the demographic survey asked."""
-    if not data.run.has("demographics"):
+    demographics = data.demographics
+    if demographics is None:
         return []
-    demographics = data.run.read("demographics")
     persona_ids = pd.Index(demographics["persona_id"].unique())
     out = []
     for trait, survey_trait in data.survey.codebook.traits.items():
