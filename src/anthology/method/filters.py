@@ -1,8 +1,9 @@
 """Backstory filters: length, a first-person narrative heuristic, and exact and near-duplicate removal.
 
 Near-duplicates are found with MinHash over word 5-shingles and locality-sensitive hashing (16 bands
-of 8 rows), then confirmed by the exact Jaccard similarity of the shingle sets, so 10,000 backstories
-take seconds rather than the 50 million pairwise comparisons of the naive way.
+of 8 rows), then confirmed by the exact Jaccard similarity of the shingle sets, so the work grows with
+the number of backstories rather than with the number of pairs the naive way compares (50 million for
+10,000 backstories).
 """
 
 from __future__ import annotations

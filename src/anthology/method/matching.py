@@ -26,23 +26,21 @@ random only the pairs it drew: none of them holds the humans x personas matrix. 
   the windows lose nothing against giving each of them the whole list; what pruning can lose is a
   persona beyond a profile's list, which the optimum uses only where profiles compete for the same
   personas. When the candidates admit no full matching, k doubles and the search reruns; at
-  k = n_personas it is exact. It holds the edges and one block: the whole matching stage for 65,000
-  humans x 100,000 personas peaks at 1.25 GiB, where the dense matrix alone would take 48 GiB.
+  k = n_personas it is exact. It holds the edges and one block, never the dense matrix (48 GiB alone
+  for 65,000 humans x 100,000 personas; the whole stage's measured peak there is in BENCHMARKS.md).
   k stops doubling where the next k's edges would pass ``EDGE_MEMORY`` (4 GiB at ``EDGE_BYTES`` each;
   k <= 512 for 65,000 humans): personas that all answer nearly alike (a weak model) put the same few
   first in every profile's list, and k would otherwise grow towards the number of humans (a random
-  model's 100,000 personas for 65,000 humans peaked at 16 GiB by k = 2,048, then ran out of 24 GB).
+  model's personas ran the 65,000 x 100,000 scale run out of memory that way: BENCHMARKS.md).
   Then each human that a maximum matching of the candidates leaves out gets one spare edge to a persona
   it leaves free, profile by profile, the best free ones first (solver ``top-k pruned, N spare
-  edges``), and the assignment is optimal over the candidates and spare edges (that pool: k = 512,
-  39,930 spare edges; the whole matching stage 326 s, 4.6 GiB peak; benchmarks/scale_memory.py).
+  edges``), and the assignment is optimal over the candidates and spare edges (the scale run's k,
+  spare edges, time and peak memory: BENCHMARKS.md, from benchmarks/scale_memory.py).
 
-  What pruning costs in optimality, measured on synthetic 8-trait instances (benchmarks/
-  matching_speed.py; relative loss of total weight against the exact solution): none at 2,348 humans x
-  10,000 personas, nor on the instances tried with a third or more personas than humans (6,500 x
-  10,000, 2,348 x 3,130, 1,000 x 1,500); about 1e-4 with 5% more personas than humans (2,348 x 2,465);
-  1e-4 to 5e-4 on square instances (3,000 x 3,000: k grows to 64, 1.4e-4; 2.5e-5 with
-  ``candidates=128``).
+  What pruning costs in optimality (relative loss of total weight against the exact solution) is
+  measured on synthetic 8-trait instances by benchmarks/matching_speed.py, with the figures in
+  BENCHMARKS.md: nothing on the instances tried with a third or more personas than humans, a small loss
+  where personas barely outnumber humans or match them in number (a larger ``candidates`` shrinks it).
 """
 
 from __future__ import annotations
@@ -240,7 +238,8 @@ def _best_first(block: np.ndarray, depth: int, stride: int = 8) -> np.ndarray:
     """[rows, depth] column indices of each row's ``depth`` largest values, best first.
 
     The depth-th largest value of every ``stride``-th column is a threshold that at least ``depth``
-    values reach, so only the few columns at or above it are sorted (twice as fast as argpartition)."""
+    values reach, so only the few columns at or above it are sorted (cheaper than an argpartition of
+    every column)."""
     stride = max(1, min(stride, block.shape[1] // depth))
     sample = block[:, ::stride]
     threshold = np.partition(sample, sample.shape[1] - depth, axis=1)[:, sample.shape[1] - depth]

