@@ -42,7 +42,7 @@ $(VLLM_STAMP):
 vllm: $(VLLM_STAMP)
 
 demo: setup
-	HF_HUB_OFFLINE=1 $(BIN)/anthology run
+	HF_HUB_OFFLINE=1 $(BIN)/anthology run --profile fast
 
 test: setup vllm
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest

@@ -225,6 +225,7 @@ def config(args: argparse.Namespace, model: Path, codebook: Path, data: Path, ou
     return load_config(
         None,
         {
+            "profile": "fast",
             "out": str(out),
             "model.name": str(model),
             "model.device": "cpu",
@@ -247,10 +248,12 @@ def config(args: argparse.Namespace, model: Path, codebook: Path, data: Path, ou
 
 def instrument(meter: Meter) -> None:
     """Time every stage that ``anthology.study`` runs, and answering's sub-steps."""
+    from dataclasses import replace
+
     from anthology import pipeline, study
 
-    for name in ("backstories", "demographics", "match", "ask"):
-        setattr(pipeline, name, meter.wrap(name, getattr(pipeline, name)))
+    for name, stage in pipeline.BY_NAME.items():
+        pipeline.BY_NAME[name] = replace(stage, execute=meter.wrap(name, stage.execute))
     for attr, name in (
         ("anthology_panel", "anthology panels"),
         ("baseline_contexts", "baseline panels"),
@@ -258,8 +261,6 @@ def instrument(meter: Meter) -> None:
         ("ask_panel", "answering"),
     ):
         setattr(pipeline, attr, meter.wrap(name, getattr(pipeline, attr)))
-    study._evaluate = meter.wrap("evaluate", study._evaluate)
-    study._report = meter.wrap("report", study._report)
     study.plan = meter.wrap("plan (load and sample survey)", study.plan)
 
 

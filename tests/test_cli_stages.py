@@ -38,7 +38,7 @@ def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[
     return result
 
 
-def test_stages_end_to_end_and_rerun_from_cache(tiny_folder, tmp_path):
+def test_stages_end_to_end_skip_when_unchanged_and_rerun_from_cache(tiny_folder, tmp_path):
     run = str(tmp_path / "run")
     ok(
         cli(
@@ -100,8 +100,10 @@ def test_stages_end_to_end_and_rerun_from_cache(tiny_folder, tmp_path):
     assert len(answers[answers["method"] == "qa"]) == 5 * 18
     assert answers["position"].between(1, 3).all()
     assert "model calls" in first.stderr
-    again = ok(cli(*args))
-    assert "ask: 0 model calls" in again.stderr
+    again = ok(cli(*args))  # nothing it depends on changed
+    assert "ask: done already, skipped" in again.stderr
+    forced = ok(cli(*args, "--force"))  # computed again, every model call from the run's cache
+    assert "ask: forced" in forced.stderr and " 0 model calls" in forced.stderr
     pd.testing.assert_frame_equal(pd.read_parquet(f"{run}/answers.parquet"), answers)
 
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())

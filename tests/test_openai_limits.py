@@ -112,7 +112,9 @@ def test_a_slow_server_is_waited_for_longer_rather_than_sent_its_work_again() ->
 
     with FakeOpenAIServer(delay=1.5) as fake:
         # 0.3 s plus 1 s per token: a 1-token request is allowed 1.3 s and takes 1.5 s
-        model = make(fake, timeout=0.3, timeout_per_1k_tokens=1000.0, backoff_base=0.01, transport=Recording())
+        model = make(
+            fake, timeout=0.3, timeout_per_1k_tokens=1000.0, backoff_base=0.01, transport=Recording()
+        )
         [result] = model.generate([GenerateRequest("x", max_tokens=1)])
         assert result.texts == [completion_text("x", None, 0)[:4]]
         # timed out at 1.3 s; resent with twice the allowance (2.3 s), answered in 1.5 s, more than

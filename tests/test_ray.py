@@ -141,6 +141,7 @@ def test_replicas_give_the_local_results_on_both_workers(cluster, folder):
 def test_anthology_run_on_a_ray_cluster_writes_the_local_run(cluster, folder, tmp_path):
     config = {
         "seed": 5,
+        "profile": "fast",
         "model": {"name": str(folder), "device": "cpu", "dtype": "float32"},
         "survey": {"name": "gss2018-spending", "respondents": 4},
         "backstories": {"n": 8, "max_tokens": 16, "preamble": False, "min_tokens": 1, "first_person": "off"},

@@ -42,6 +42,7 @@ def config_file(tmp_path_factory, tiny_parts) -> Path:
     tokenizer.save_pretrained(folder / "tiny")
     config = {
         "seed": 5,
+        "profile": "fast",
         "model": {"name": str(folder / "tiny")},
         "survey": {"name": "gss2018-spending", "respondents": 6},
         "backstories": {"n": 10, "max_tokens": 16, "preamble": False, "min_tokens": 1, "first_person": "off"},
@@ -136,7 +137,7 @@ def test_bad_yaml_names_the_line(tmp_path):
 
 
 def test_logprob_mode_needs_a_backend_with_logprobs():
-    from anthology.config import RunConfig
+    from anthology.config import load_config
     from anthology.errors import CapabilityError
     from anthology.models.base import Capabilities
     from anthology.study import check_capabilities
@@ -145,7 +146,8 @@ def test_logprob_mode_needs_a_backend_with_logprobs():
         capabilities = Capabilities(True, False, False, None, None, True)
 
     with pytest.raises(CapabilityError, match="no log-probabilities"):
-        check_capabilities(NoLogprobs(), RunConfig())
+        check_capabilities(NoLogprobs(), load_config(None, {"profile": "fast"}))
+    check_capabilities(NoLogprobs(), load_config(None, {"profile": "paper"}))  # sampled modes only
 
 
 @pytest.mark.parametrize("example", sorted((Path(__file__).parents[1] / "examples").glob("*.yaml")))

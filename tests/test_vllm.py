@@ -163,6 +163,7 @@ def tiny_run_config(folder: Path, spec: str) -> Path:
     codebook.write_text(yaml.safe_dump(survey, sort_keys=False))
     config = {
         "seed": 5,
+        "profile": "fast",
         "model": {"name": spec},
         "survey": {"name": str(codebook), "respondents": 2},
         "backstories": {"n": 3, "max_tokens": 16, "preamble": False, "min_tokens": 1, "first_person": "off"},

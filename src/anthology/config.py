@@ -1,9 +1,13 @@
-"""The typed configuration of a whole study: command-line flags > YAML file > defaults.
+"""The typed configuration of a whole study: command-line flags > YAML file > profile > defaults.
 
-The defaults are the embedded default study: the bundled Gemma 3 270M base model and the built-in
-GSS 2018 spending battery, sized to finish in minutes on two CPU cores, with the fast modes (log-prob
-demographics and independent log-prob answering). The paper's settings are one YAML file away (see
-README: ``demographics.mode: sample``, ``ask.context: sequential``, ``ask.mode: sample``...).
+Each stage's section is its settings class, the only place its settings and defaults are written (the
+method's own configuration plus what the stage adds, e.g. the number of backstories); the stage
+commands' flags are generated from the same classes (:mod:`anthology.cli.options`).
+
+Two profiles set the settings that trade fidelity to the paper for speed: ``paper`` (the default: the
+paper's method, 40 parsed samples per demographic question, sequential sampled answering, long
+backstories) and ``fast`` (one log-prob pass per demographic question, each survey question scored on
+its own, backstories of up to 160 tokens), which a pilot on a CPU wants.
 """
 
 from __future__ import annotations
@@ -12,139 +16,209 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 from anthology.errors import ConfigError
+from anthology.method.answering import AskConfig
+from anthology.method.backstories import BackstoryConfig
+from anthology.method.baselines import BASELINES
+from anthology.method.demographics import DemographicsConfig
+from anthology.method.matching import METHODS as MATCHING_METHODS
+from anthology.settings import Settings, describe_error
 
-#: Every persona a study can ask: the three matchings of Anthology personas, then the baselines.
-ASK_METHODS = (
-    "anthology-greedy",
-    "anthology-max-weight",
-    "anthology-random",
-    "qa",
-    "bio",
-    "portray",
-    "nothing",
-    "dp",
-)
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+#: The Anthology personas of each matching method.
+ANTHOLOGY_METHODS = tuple(f"anthology-{m}" for m in MATCHING_METHODS)
+#: Every persona a study can ask: the matchings of Anthology personas, then the baselines.
+ASK_METHODS = (*ANTHOLOGY_METHODS, *BASELINES, "dp")
 
 
-class ModelSection(_Section):
-    name: str = "gemma3-270m"
-    device: str | None = None
-    dtype: str | None = None
-    decoding: Literal["auto", "eager", "static", "compiled"] | None = None
-    base_url: str | None = None
-    api_key_env: str | None = None
-    chat: bool = False
-    scoring: Literal["auto", "echo", "top-k"] | None = None
-    timeout: float | None = Field(default=None, gt=0)
+class ModelSettings(Settings):
+    """The model and how to reach it; all of it is recorded, so a later stage reopens the same model."""
+
+    name: str = Field(
+        "gemma3-270m",
+        description="Preset, local path, hf:ORG/NAME or openai:MODEL@URL (see `anthology models`).",
+    )
+    chat: bool = Field(False, description="Use chat messages (instruct models, chat servers).")
+    base_url: str | None = Field(None, description="Base URL of an OpenAI-compatible server.")
+    api_key_env: str | None = Field(
+        None, description="Environment variable holding the API key (default OPENAI_API_KEY)."
+    )
+    scoring: Literal["auto", "echo", "top-k"] | None = Field(
+        None,
+        description="How a server scores options: echo (exact), top-k, or auto (probe the server once).",
+    )
+    timeout: float | None = Field(
+        None, gt=0, description="Base seconds per server request (default 60; longer work gets more)."
+    )
+    device: str | None = Field(None, description="Device for local models: auto, cpu, cuda, cuda:1 ...")
+    dtype: str | None = Field(None, description="dtype for local models: auto, float32, bfloat16, float16.")
+    decoding: Literal["auto", "eager", "static", "compiled"] | None = Field(
+        None, description="Generation loop for local models (auto: a compiled static cache on a GPU)."
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of hf:ORG/NAME.")
 
 
-class SurveySection(_Section):
-    name: str = "gss2018-spending"
-    data: str | None = None
-    respondents: int | None = Field(default=12, ge=1)
-
-
-class BackstoriesSection(_Section):
-    n: int = Field(default=32, ge=1)
-    style: Literal["completion", "chat"] = "completion"
-    max_tokens: int = Field(default=160, ge=1)
-    temperature: float = Field(default=1.0, ge=0)
-    top_p: float = Field(default=1.0, gt=0, le=1)
-    preamble: bool = True
-    min_tokens: int = 41
-    min_words: int = 0
-    first_person: Literal["heuristic", "judge", "off"] = "heuristic"
-    near_duplicate: float = 0.8
-
-
-class DemographicsSection(_Section):
-    mode: Literal["sample", "logprob"] = "logprob"
-    samples: int = Field(default=40, ge=1)
-    max_tokens: int = Field(default=128, ge=1)
-
-
-class MatchingSection(_Section):
-    methods: tuple[Literal["greedy", "max-weight", "random"], ...] = ("greedy", "max-weight", "random")
-    objective: Literal["weight", "log"] = "weight"
-
-
-class AskSection(_Section):
-    methods: tuple[str, ...] = ASK_METHODS
-    context: Literal["sequential", "independent"] = "independent"
-    mode: Literal["sample", "logprob"] = "logprob"
-    append: Literal["qa", "bio"] | None = None
-    max_attempts: int = Field(default=20, ge=1)
-    dp_style: Literal["bio", "qa"] = "bio"
-    dp_max_tokens: int = Field(default=160, ge=1)
-
-
-class EvaluateSection(_Section):
-    splits: int = Field(default=100, ge=1)
-    resamples: int = Field(default=1000, ge=1)
-
-
-class ExecutorSection(_Section):
+class ExecutorSettings(Settings):
     """Where model calls run: in this process, or sharded across Ray workers that each hold a replica
     of a local model (``address``: ``None`` as for ``ray.init()``, ``auto``, ``ray://HEAD:10001``...)."""
 
-    kind: Literal["local", "ray"] = "local"
-    address: str | None = None
-    workers: int = Field(default=2, ge=1)
-    cpus_per_worker: float = Field(default=1.0, ge=0)
-    gpus_per_worker: float = Field(default=0.0, ge=0)
+    kind: Literal["local", "ray"] = Field(
+        "local", description="Run model calls here, or on Ray workers, each with a model replica."
+    )
+    address: str | None = Field(None, description="Ray cluster: auto, HEAD:6379 or ray://HEAD:10001.")
+    workers: int = Field(2, ge=1, le=4096, description="Ray workers, one model replica each.")
+    cpus_per_worker: float = Field(1.0, ge=0, description="CPUs each Ray worker holds.")
+    gpus_per_worker: float = Field(0.0, ge=0, description="GPUs each Ray worker holds.")
 
 
-class RunConfig(_Section):
+class SurveySettings(Settings):
+    name: str = Field("gss2018-spending", description="Built-in survey name or a codebook YAML path.")
+    data: str | None = Field(None, description="Respondent data file (CSV, Parquet, .sav, .dta).")
+    respondents: int | None = Field(
+        12, ge=1, description="A seeded random sample of this many respondents (null: all)."
+    )
+
+
+class BackstoriesSettings(BackstoryConfig):
+    n: int = Field(32, ge=1, le=10_000_000, description="Backstories to generate (the persona pool).")
+
+
+class MatchSettings(Settings):
+    methods: tuple[Literal["greedy", "max-weight", "random"], ...] = Field(
+        MATCHING_METHODS, min_length=1, description="Matching methods."
+    )
+    objective: Literal["weight", "log"] = Field(
+        "weight", description="max-weight: maximise the sum of weights (the paper) or of log-weights."
+    )
+
+
+class AskSettings(AskConfig):
+    methods: tuple[str, ...] = Field(ASK_METHODS, min_length=1, description="Personas to ask.")
+    append: Literal["qa", "bio"] | None = Field(None, description="Append the matched human's demographics.")
+    dp_style: Literal["bio", "qa"] = Field("bio", description="Demographics-primed backstory prompt.")
+    dp_max_tokens: int = Field(1500, ge=1, description="Max tokens per demographics-primed backstory.")
+
+    @field_validator("methods")
+    @classmethod
+    def _known(cls, methods: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [m for m in methods if m not in ASK_METHODS]
+        if unknown:
+            raise ValueError(f"unknown method {unknown[0]!r}: choose from {', '.join(ASK_METHODS)}")
+        return methods
+
+
+class EvaluateSettings(Settings):
+    splits: int = Field(100, ge=1, le=100_000, description="Random human split-halves of the lower bound.")
+    resamples: int = Field(1000, ge=1, le=1_000_000, description="Bootstrap resamples of the intervals.")
+
+
+#: What each stage's settings class is, by the name of its section.
+SECTIONS: dict[str, type[Settings]] = {
+    "backstories": BackstoriesSettings,
+    "demographics": DemographicsConfig,
+    "matching": MatchSettings,
+    "ask": AskSettings,
+    "evaluate": EvaluateSettings,
+}
+
+_FAST: dict[str, dict[str, Any]] = {
+    "backstories": {"max_tokens": 160},
+    "demographics": {"mode": "logprob"},
+    "ask": {"context": "independent", "mode": "logprob", "dp_max_tokens": 160},
+}
+Profile = Literal["paper", "fast"]
+PROFILES: tuple[str, ...] = ("paper", "fast")
+DEFAULT_PROFILE: Profile = "paper"
+
+
+def profile_values(name: str) -> dict[str, dict[str, Any]]:
+    """The settings a profile fixes: ``fast``'s values, or the same keys at their defaults (the
+    paper's) for ``paper``."""
+    if name not in PROFILES:
+        raise ConfigError(f"unknown profile {name!r}: choose from {', '.join(PROFILES)}")
+    if name == "fast":
+        return {section: dict(values) for section, values in _FAST.items()}
+    return {
+        section: {key: SECTIONS[section].model_fields[key].default for key in values}
+        for section, values in _FAST.items()
+    }
+
+
+class RunConfig(Settings):
     """A whole study."""
 
     out: str = "runs/default"
-    seed: int = 0
-    model: ModelSection = ModelSection()
-    executor: ExecutorSection = ExecutorSection()
-    survey: SurveySection = SurveySection()
-    backstories: BackstoriesSection = BackstoriesSection()
-    demographics: DemographicsSection = DemographicsSection()
-    matching: MatchingSection = MatchingSection()
-    ask: AskSection = AskSection()
-    evaluate: EvaluateSection = EvaluateSection()
+    seed: int = Field(0, ge=0, le=2**63 - 1)
+    profile: Profile = DEFAULT_PROFILE
+    model: ModelSettings = ModelSettings()
+    executor: ExecutorSettings = ExecutorSettings()
+    survey: SurveySettings = SurveySettings()
+    backstories: BackstoriesSettings = BackstoriesSettings()
+    demographics: DemographicsConfig = DemographicsConfig()
+    matching: MatchSettings = MatchSettings()
+    ask: AskSettings = AskSettings()
+    evaluate: EvaluateSettings = EvaluateSettings()
 
 
-def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Defaults, then the YAML file, then ``overrides`` (dotted keys such as ``"survey.respondents"``;
-    ``None`` values are ignored). Any problem is a one-line :class:`ConfigError` naming the key."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist; give the path of a YAML file")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-            raise ConfigError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: a run config is a YAML mapping (keys such as model:, survey:)")
-        data = loaded
+def _merge(into: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
+    for key, value in layer.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+    return into
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; give the path of a YAML file")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: a run config is a YAML mapping (keys such as model:, survey:)")
+    return loaded
+
+
+def load_config(
+    path: str | Path | None,
+    overrides: dict[str, Any] | None = None,
+    *,
+    base: dict[str, Any] | None = None,
+) -> RunConfig:
+    """``base`` (a run's recorded configuration), then the profile, the YAML file and ``overrides``
+    (dotted keys such as ``"survey.respondents"``; ``None`` values are ignored). The profile is the
+    one named in ``overrides``, the file or ``base`` (default ``paper``); one named in the file or the
+    overrides is applied over ``base``. Any problem is a one-line :class:`ConfigError`."""
+    data = _read_yaml(Path(path)) if path is not None else {}
+    given: dict[str, Any] = {}
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
-        target = data
+        target = given
         *parents, last = dotted.split(".")
         for key in parents:
             target = target.setdefault(key, {})
         target[last] = value
+    explicit = given.get("profile") or data.get("profile")
+    profile = explicit or (base or {}).get("profile") or DEFAULT_PROFILE
+    if not isinstance(profile, str):
+        raise ConfigError(f"profile: give one of {', '.join(PROFILES)}")
+    values = profile_values(profile)
+    layers = [base or {}, values] if explicit else [values, base or {}]
+    merged: dict[str, Any] = {}
+    for layer in (*layers, data, given):
+        _merge(merged, _copy(layer))
+    merged["profile"] = profile
     try:
-        return RunConfig.model_validate(data)
+        return RunConfig.model_validate(merged)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(p) for p in error["loc"])
-        source = f"{path}: " if path else ""
-        raise ConfigError(f"{source}{where}: {error['msg']}") from None
+        raise ConfigError(describe_error(exc, str(path) if path else "")) from None
+
+
+def _copy(layer: dict[str, Any]) -> dict[str, Any]:
+    return {k: _copy(v) if isinstance(v, dict) else v for k, v in layer.items()}

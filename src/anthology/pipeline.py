@@ -1,93 +1,116 @@
-"""The study's stages over a run directory, shared by the stage commands and ``anthology run``.
+"""The study's stages over a run directory: what each reads, writes and needs, and how it runs. This
+table is the one definition of a stage; :mod:`anthology.study` runs its entries for ``anthology run``
+and for the stage commands alike.
 
 Each stage reads the previous stages' artifacts, writes its own, and returns what the manifest
-records about it. Model calls go through the caller's :class:`~anthology.models.cache.CachedModel`,
+records about it. Model calls go through the caller's :class:`~anthology.models.cached_model.CachedModel`,
 so a stage started again after an interruption only computes what is not in the cache yet.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
-from anthology.config import ASK_METHODS
+from anthology.config import ANTHOLOGY_METHODS, RunConfig
 from anthology.errors import ConfigError
+from anthology.evaluation import FILES
 from anthology.method.answering import AskConfig, compliance
 from anthology.method.answering import ask as ask_panel
 from anthology.method.backstories import BackstoryConfig, generate_backstories, summary
 from anthology.method.baselines import BASELINES, anthology_panel, baseline_contexts, dp_backstories, dp_panel
-from anthology.method.demographics import DemographicsConfig, agreement, survey_demographics
-from anthology.method.matching import METHODS, match_survey
+from anthology.method.demographics import agreement, survey_demographics
+from anthology.method.matching import match_survey
 from anthology.models.base import LanguageModel
 from anthology.store import RunDir
 from anthology.surveys import Survey, load_survey
 
-ANTHOLOGY_METHODS = tuple(f"anthology-{m}" for m in METHODS)
+
+@dataclass
+class StageRun:
+    """What a stage runs with: the run directory, the study's settings, the model (for stages that
+    use one) and the stage's own options that are not settings (``compare_modes``)."""
+
+    run: RunDir
+    config: RunConfig
+    model: LanguageModel | None = None
+    compare_modes: bool = False
+
+    def need_model(self) -> LanguageModel:
+        assert self.model is not None, "this stage runs with a model"
+        return self.model
 
 
-def backstories(
-    run: RunDir, model: LanguageModel, n: int, config: BackstoryConfig, seed: int
-) -> dict[str, Any]:
-    frame = generate_backstories(model, n, seed=seed, config=config)
-    run.write("backstories", frame)
-    return {"n": n, "seed": seed, "config": asdict(config), "summary": summary(frame)}
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the method: its config sections, the artifacts (or files) it reads and writes,
+    whether it uses the model and the survey, and the function that runs it."""
+
+    name: str
+    sections: tuple[str, ...]
+    reads: tuple[str, ...]
+    writes: tuple[str, ...]
+    model: bool
+    survey: bool
+    execute: Callable[[StageRun], dict[str, Any]]
 
 
-def demographics(
-    run: RunDir, model: LanguageModel, config: DemographicsConfig, seed: int, *, compare_modes: bool = False
-) -> dict[str, Any]:
-    stories = run.read("backstories")
-    frame = survey_demographics(model, stories, seed=seed, config=config)
-    run.write("demographics", frame)
-    info: dict[str, Any] = {"seed": seed, "config": asdict(config)}
+def backstories(stage: StageRun) -> dict[str, Any]:
+    c = stage.config
+    config = c.backstories.narrow(BackstoryConfig)
+    frame = generate_backstories(stage.need_model(), c.backstories.n, seed=c.seed, config=config)
+    stage.run.write("backstories", frame)
+    return {"summary": summary(frame)}
+
+
+def demographics(stage: StageRun) -> dict[str, Any]:
+    c, model = stage.config, stage.need_model()
+    stories = stage.run.read("backstories")
+    frame = survey_demographics(model, stories, seed=c.seed, config=c.demographics)
+    stage.run.write("demographics", frame)
+    info: dict[str, Any] = {}
     info["noncompliant"] = frame.groupby("trait", sort=False)["noncompliant"].mean().round(4).to_dict()
-    if compare_modes:
+    if stage.compare_modes:
+        other_mode = "logprob" if c.demographics.mode == "sample" else "sample"
         other = survey_demographics(
-            model,
-            stories,
-            seed=seed,
-            config=replace(config, mode="logprob" if config.mode == "sample" else "sample"),
+            model, stories, seed=c.seed, config=c.demographics.updated(mode=other_mode)
         )
-        sampled, scored = (frame, other) if config.mode == "sample" else (other, frame)
+        sampled, scored = (frame, other) if c.demographics.mode == "sample" else (other, frame)
         table = agreement(sampled, scored)
-        table.to_csv(run.root / "demographics_agreement.csv", index=False)
+        table.to_csv(stage.run.root / "demographics_agreement.csv", index=False)
         info["agreement"] = table.to_dict(orient="records")
     return info
 
 
-def open_survey(ref: str, data: str | None, respondents: int | None, seed: int) -> Survey:
+def open_survey(config: RunConfig) -> Survey:
     """The target survey (a built-in name or a codebook path) and the seeded sample of its respondents
     that a study uses."""
-    return load_survey(ref, data).sample(respondents, seed)
+    s = config.survey
+    return load_survey(s.name, s.data).sample(s.respondents, config.seed)
 
 
-def match(
-    run: RunDir,
-    survey: Survey,
-    methods: tuple[str, ...],
-    objective: str,
-    seed: int,
-    *,
-    survey_ref: str,
-    data: str | None = None,
-) -> dict[str, Any]:
-    """Match the humans to the personas; ``survey_ref`` and ``data`` are recorded so later stages can
-    load the same survey again."""
+def match(stage: StageRun) -> dict[str, Any]:
+    """Match the humans to the personas; the survey is recorded so later stages load the same one."""
+    c = stage.config
+    survey = open_survey(c)
+    if survey.respondents is None:
+        raise ConfigError(
+            f"survey {c.survey.name!r} has no respondent data: give its data file (survey.data or --data)"
+        )
     matches, report = match_survey(
         survey,
-        run.read("demographics"),
-        methods or METHODS,
-        seed=seed,
-        objective=objective,  # type: ignore[arg-type]
+        stage.run.read("demographics"),
+        c.matching.methods,
+        seed=c.seed,
+        objective=c.matching.objective,
     )
-    run.write("humans", survey.humans())
-    run.write("matches", matches)
+    stage.run.write("humans", survey.humans())
+    stage.run.write("matches", matches)
     return {
-        "seed": seed,
-        "survey": {"name": survey_ref, "data": data, "respondents": len(survey.respondents or ())},
-        "objective": objective,
+        "survey": {"name": c.survey.name, "data": c.survey.data, "respondents": len(survey.respondents)},
         "report": report.to_dict(orient="records"),
     }
 
@@ -101,33 +124,19 @@ def run_survey(run: RunDir) -> Survey:
     return load_survey(info["name"], info["data"]).subset(humans["respondent_id"].tolist())
 
 
-def check_methods(methods: tuple[str, ...]) -> None:
-    unknown = [m for m in methods if m not in ASK_METHODS]
-    if unknown:
-        raise ConfigError(f"unknown method {unknown[0]!r}: choose from {', '.join(ASK_METHODS)}")
+def model_record(model: LanguageModel) -> dict[str, Any]:
+    """What the manifest keeps about the model besides its settings: its full identity and how it
+    scores options."""
+    return {"identity": model.identity, "scoring": model.capabilities.scoring}
 
 
-def model_record(name: str, model: LanguageModel) -> dict[str, Any]:
-    """What the manifest keeps about the model: its name, full identity and how it scores options."""
-    return {"name": name, "identity": model.identity, "scoring": model.capabilities.scoring}
-
-
-def ask(
-    run: RunDir,
-    model: LanguageModel,
-    methods: tuple[str, ...],
-    config: AskConfig,
-    seed: int,
-    *,
-    append: str | None = None,
-    dp_style: str = "bio",
-    dp_max_tokens: int = 1500,
-) -> dict[str, Any]:
+def ask(stage: StageRun) -> dict[str, Any]:
     """Matched personas and the chosen baselines answer the survey."""
-    check_methods(methods)
+    run, c, model = stage.run, stage.config, stage.need_model()
+    a = c.ask
     survey = run_survey(run)
     panels = []
-    matching = [m.removeprefix("anthology-") for m in methods if m in ANTHOLOGY_METHODS]
+    matching = [m.removeprefix("anthology-") for m in a.methods if m in ANTHOLOGY_METHODS]
     if matching:
         matches = run.read("matches")
         missing = sorted(set(matching) - set(matches["method"]))
@@ -135,32 +144,99 @@ def ask(
             raise ConfigError(f"no {missing[0]!r} matches in {run.root}: run `anthology match` with it")
         chosen = matches[matches["method"].isin(matching)]
         panels.append(
-            anthology_panel(chosen, run.read("backstories"), survey=survey, append=append, seed=seed)  # type: ignore[arg-type]
+            anthology_panel(chosen, run.read("backstories"), survey=survey, append=a.append, seed=c.seed)
         )
-    natural = run.manifest().get("stages", {}).get("backstories", {}).get("config", {})
+    natural = c.backstories.narrow(BackstoryConfig)
+    if not run.has("backstories") and not model.capabilities.completion:
+        natural = natural.updated(style="chat")  # baselines only, from a chat-only server
     # Baselines follow the run's prompt style, so a chat-only server can answer them too.
-    style = natural.get("style") or ("completion" if model.capabilities.completion else "chat")
-    baselines = [m for m in methods if m in BASELINES]
+    baselines = [m for m in a.methods if m in BASELINES]
     if baselines:
-        panels.append(baseline_contexts(survey, baselines, seed=seed, style=style))
-    info: dict[str, Any] = {
-        "seed": seed,
-        "methods": list(methods),
-        "config": asdict(config),
-        "append": append,
-    }
-    if "dp" in methods:
+        panels.append(baseline_contexts(survey, baselines, seed=c.seed, style=natural.style))
+    info: dict[str, Any] = {}
+    if "dp" in a.methods:
         # DP backstories pass the same filters as the run's natural ones, at the paper's temperature 1.1.
-        natural = {k: tuple(v) if isinstance(v, list) else v for k, v in natural.items()}
-        dp_config = BackstoryConfig(**{**natural, "temperature": 1.1, "max_tokens": dp_max_tokens})
-        dp = dp_backstories(model, survey, seed=seed, style=dp_style, config=dp_config)  # type: ignore[arg-type]
+        dp_config = natural.updated(temperature=1.1, max_tokens=a.dp_max_tokens)
+        dp = dp_backstories(model, survey, seed=c.seed, style=a.dp_style, config=dp_config)
         run.write("dp_backstories", dp)
         info["dp"] = summary(dp)
         panels.append(dp_panel(dp))
     answers, dists = ask_panel(
-        model, pd.concat(panels, ignore_index=True), survey.questionnaire, seed=seed, config=config
+        model,
+        pd.concat(panels, ignore_index=True),
+        survey.questionnaire,
+        seed=c.seed,
+        config=a.narrow(AskConfig),
     )
     run.write("answers", answers)
     run.write("distributions", dists)
     info["compliance"] = compliance(answers).to_dict(orient="records")
     return info
+
+
+def evaluate(stage: StageRun) -> dict[str, Any]:
+    from anthology.evaluation import evaluate as run_evaluation
+
+    e = stage.config.evaluate
+    run_evaluation(stage.run.root, n_splits=e.splits, n_resamples=e.resamples, seed=stage.config.seed)
+    return dict(stage.run.manifest()["stages"]["evaluate"])  # what evaluate() recorded
+
+
+def report(stage: StageRun) -> dict[str, Any]:
+    from anthology.report import write_report
+
+    return {"path": str(write_report(stage.run.root))}
+
+
+EVALUATION_FILES = tuple(FILES.values())
+STAGES: tuple[Stage, ...] = (
+    Stage(
+        "backstories", ("backstories",), (), ("backstories",), model=True, survey=False, execute=backstories
+    ),
+    Stage(
+        "demographics",
+        ("demographics",),
+        ("backstories",),
+        ("demographics",),
+        model=True,
+        survey=False,
+        execute=demographics,
+    ),
+    Stage(
+        "match",
+        ("survey", "matching"),
+        ("demographics",),
+        ("matches", "humans"),
+        model=False,
+        survey=True,
+        execute=match,
+    ),
+    Stage(
+        "ask",
+        ("backstories", "ask"),
+        ("backstories", "matches", "humans"),
+        ("answers", "distributions"),
+        model=True,
+        survey=True,
+        execute=ask,
+    ),
+    Stage(
+        "evaluate",
+        ("evaluate",),
+        ("answers", "distributions", "humans"),
+        EVALUATION_FILES,
+        model=False,
+        survey=True,
+        execute=evaluate,
+    ),
+    Stage(
+        "report",
+        ("evaluate",),
+        ("answers", "distributions", "humans", "backstories", *EVALUATION_FILES),
+        ("report.html",),
+        model=False,
+        survey=True,
+        execute=report,
+    ),
+)
+BY_NAME = {stage.name: stage for stage in STAGES}

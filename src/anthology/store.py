@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from anthology.errors import ConfigError
+from anthology.hashing import file_sha256
 
 #: Which command writes each artifact, for the error that names the missing one.
 PRODUCERS = {
@@ -73,12 +74,22 @@ class RunDir:
             return {}
         return json.loads(self.manifest_path.read_text())
 
+    def path(self, name: str) -> Path:
+        """An artifact's path (``backstories``) or a file's (``metrics.csv``)."""
+        return self.root / name if "." in name else self.artifact(name)
+
+    def content_hash(self, name: str) -> str | None:
+        """The sha256 of an artifact's or file's bytes (see :meth:`path`); ``None`` if it is absent."""
+        path = self.path(name)
+        return file_sha256(path) if path.is_file() else None
+
     def record(self, stage: str, info: dict[str, Any], **top_level: Any) -> None:
-        """Merge ``info`` under ``stages.{stage}`` of the manifest (with versions and a timestamp) and
-        set any ``top_level`` keys, e.g. the run's ``model``."""
+        """Merge ``info`` under ``stages.{stage}`` of the manifest (with the library versions that made
+        it and a timestamp) and set any ``top_level`` keys, e.g. the run's ``model``."""
         manifest = self.manifest()
-        manifest.setdefault("versions", versions())
-        manifest.setdefault("stages", {})[stage] = {"finished_at": time.time(), **info}
+        found = versions()
+        manifest["versions"] = found
+        manifest.setdefault("stages", {})[stage] = {"finished_at": time.time(), "versions": found, **info}
         manifest.update(top_level)
         tmp = self.manifest_path.with_name(f".manifest.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(manifest, indent=2, default=str))

@@ -1,22 +1,22 @@
-"""``anthology run``: a whole study into one run directory, validated before any model call,
-resumable after any interruption, and locked against a second writer.
+"""The runner of a study's stages (:data:`anthology.pipeline.STAGES`) in one run directory, for
+``anthology run`` and every stage command alike: validated before any model call, resumable after any
+interruption, and locked against a second writer.
 
-Resuming works at two levels: a stage whose artifact exists and whose inputs (its settings, the seed,
-the model and the stages before it) are unchanged is skipped; a stage that was interrupted runs again,
-and every model call it had finished comes back from the run's response cache.
+A stage is skipped when its outputs exist and its fingerprint is unchanged: the hash of its settings,
+the seed, the model's full identity (for stages that use it), the survey's contents (codebook and data
+file bytes) and the content hashes and fingerprints of the artifacts it reads. Anything else runs it
+again, and the message says what changed. A stage that was interrupted runs again, and every model call
+it had finished comes back from the run's response cache.
 """
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
-import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -24,15 +24,13 @@ from rich.console import Console
 from anthology import pipeline
 from anthology.config import RunConfig
 from anthology.errors import CapabilityError, ConfigError
-from anthology.method.answering import AskConfig
-from anthology.method.backstories import BackstoryConfig
-from anthology.method.demographics import DemographicsConfig
-from anthology.models.cache import CachedModel, ResponseCache
+from anthology.hashing import fingerprint
+from anthology.models.cached_model import CachedModel
+from anthology.models.response_cache import ResponseCache
+from anthology.pipeline import Stage
 from anthology.store import RunDir
-from anthology.surveys import Survey
+from anthology.surveys import Survey, survey_content_hash
 from anthology.surveys.traits import CANONICAL_TRAITS
-
-STAGES = ("backstories", "demographics", "match", "ask", "evaluate", "report")
 
 
 @contextmanager
@@ -62,91 +60,63 @@ def locked(run: RunDir) -> Iterator[None]:
         handle.close()
 
 
-def _fingerprint(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 @dataclass
 class Plan:
-    """What a validated study will do: its settings per stage and their fingerprints."""
+    """What a validated study will do: its settings and the stages it runs."""
 
     config: RunConfig
-    survey: Survey
-    fingerprints: dict[str, str]
+    stages: tuple[Stage, ...]
+    survey: Survey | None = None
 
     @property
-    def backstory_config(self) -> BackstoryConfig:
-        b = self.config.backstories
-        return BackstoryConfig(
-            style=b.style,
-            temperature=b.temperature,
-            top_p=b.top_p,
-            max_tokens=b.max_tokens,
-            preamble=b.preamble,
-            min_tokens=b.min_tokens,
-            min_words=b.min_words,
-            first_person=b.first_person,
-            near_duplicate=b.near_duplicate,
-        )
-
-    @property
-    def demographics_config(self) -> DemographicsConfig:
-        d = self.config.demographics
-        return DemographicsConfig(mode=d.mode, samples=d.samples, max_tokens=d.max_tokens)
-
-    @property
-    def ask_config(self) -> AskConfig:
-        a = self.config.ask
-        return AskConfig(context=a.context, mode=a.mode, max_attempts=a.max_attempts)
+    def uses_model(self) -> bool:
+        return any(stage.model for stage in self.stages)
 
 
-def plan(config: RunConfig) -> Plan:
-    """Check everything that can be checked without the model: the survey and its data, the methods,
-    and that max-weight matching can succeed."""
-    pipeline.check_methods(config.ask.methods)
-    survey = pipeline.open_survey(
-        config.survey.name, config.survey.data, config.survey.respondents, config.seed
-    )
+def plan(config: RunConfig, stages: Sequence[str] | None = None) -> Plan:
+    """Check everything that can be checked without the model for the ``stages`` to run (default:
+    all): the survey and its data when matching runs, and that max-weight matching can succeed."""
+    chosen = tuple(pipeline.BY_NAME[name] for name in (stages or [s.name for s in pipeline.STAGES]))
+    names = {stage.name for stage in chosen}
+    if "match" not in names:
+        return Plan(config, chosen)
+    survey = pipeline.open_survey(config)
     if survey.respondents is None:
         raise ConfigError(
             f"survey {config.survey.name!r} has no respondent data: "
             "give its data file (survey.data or --data)"
         )
     humans = len(survey.respondents)
-    if "max-weight" in config.matching.methods and config.backstories.n < humans:
+    if "backstories" in names and "max-weight" in config.matching.methods and config.backstories.n < humans:
         raise ConfigError(
             f"max-weight matching needs at least as many personas as respondents ({config.backstories.n} "
             f"backstories < {humans} respondents): raise --personas, lower --respondents, or drop max-weight"
         )
-    c = config.model_dump()
-    prints: dict[str, str] = {}
-    prints["backstories"] = _fingerprint(c["model"]["name"], c["seed"], c["backstories"])
-    prints["demographics"] = _fingerprint(prints["backstories"], c["demographics"])
-    prints["match"] = _fingerprint(prints["demographics"], c["survey"], c["matching"])
-    prints["ask"] = _fingerprint(prints["match"], c["ask"])
-    prints["evaluate"] = _fingerprint(prints["ask"], c["evaluate"])
-    prints["report"] = prints["evaluate"]
-    return Plan(config, survey, prints)
+    return Plan(config, chosen, survey)
 
 
-def check_capabilities(model: Any, config: RunConfig) -> None:
-    """Refuse, before any model call, what the backend cannot do."""
+def check_capabilities(model: Any, config: RunConfig, stages: Sequence[str] | None = None) -> None:
+    """Refuse, before any model call, what the backend cannot do for the ``stages`` (default: all)."""
+    names = set(stages or [s.name for s in pipeline.STAGES])
     caps = model.capabilities
-    chat = config.backstories.style == "chat"
-    caps.require(kind="generate", chat=chat)
-    needs_scores = config.demographics.mode == "logprob" or config.ask.mode == "logprob"
+    if names & {"backstories", "ask"}:
+        caps.require(kind="generate", chat=config.backstories.style == "chat")
+    needs_scores = ("demographics" in names and config.demographics.mode == "logprob") or (
+        "ask" in names and config.ask.mode == "logprob"
+    )
     if needs_scores and not caps.logprobs:
         raise CapabilityError(
             f"model {config.model.name!r} returns no log-probabilities, so logprob mode cannot run: "
-            "use demographics.mode: sample and ask.mode: sample"
+            "use demographics.mode: sample and ask.mode: sample (or --profile paper)"
         )
 
 
 def estimate(plan: Plan) -> list[dict[str, Any]]:
     """Model calls and token counts per stage (upper bounds for generated tokens)."""
-    c = plan.config
-    n, humans = c.backstories.n, len(plan.survey.respondents or ())
-    questions = len(plan.survey.questionnaire)
+    c, survey = plan.config, plan.survey
+    assert survey is not None, "estimates are made for whole studies"
+    n, humans = c.backstories.n, len(survey.respondents or ())
+    questions = len(survey.questionnaire)
     story_tokens = c.backstories.max_tokens + 60
     traits = len(CANONICAL_TRAITS)
     per_answer = 1 if c.demographics.mode == "logprob" else c.demographics.samples
@@ -215,27 +185,42 @@ def calibrate(model: Any) -> dict[str, float] | None:
     return {"prefill_tokens_per_s": prefill, "decode_steps_per_s": steps, "batch": 16}
 
 
+ModelFactory = Callable[[RunConfig, RunDir], tuple[CachedModel, ResponseCache | None]]
+
+
 def run_study(
     config: RunConfig,
     *,
+    open_model: ModelFactory,
+    stages: Sequence[str] | None = None,
     console: Console | None = None,
     dry_run: bool = False,
-    open_model: Callable[[RunConfig, RunDir], tuple[CachedModel, ResponseCache | None]],
+    force: bool = False,
+    compare_modes: bool = False,
 ) -> RunDir:
-    """Run (or, with ``dry_run``, estimate) the whole study; return its run directory."""
+    """Run (or, with ``dry_run``, estimate) the ``stages`` of a study (default: all, in order) into
+    ``config.out``; return its run directory. ``force`` runs them even when unchanged."""
     console = console or Console(stderr=True)
-    study = plan(config)
+    study = plan(config, stages)
     run = RunDir(config.out)
     with locked(run):
-        model, cache = open_model(config, run)
+        model, cache = open_model(config, run) if study.uses_model or dry_run else (None, None)
         try:
-            check_capabilities(model, config)
+            if model is not None:
+                check_capabilities(model, config, [stage.name for stage in study.stages])
             if dry_run:
+                assert model is not None
                 _dry_run(study, model, console)
                 return run
-            _execute(study, run, model, console)
+            for number, stage in enumerate(study.stages, 1):
+                label = f"[{number}/{len(study.stages)}] {stage.name}" if len(study.stages) > 1 else ""
+                # A single stage's first run says nothing before its work (so an error is one line).
+                _run_stage(
+                    stage, run, config, model, console, label, force=force, compare_modes=compare_modes
+                )
         finally:
-            model.close()
+            if model is not None:
+                model.close()
             if cache is not None:
                 cache.close()
     return run
@@ -277,97 +262,92 @@ def _dry_run(study: Plan, model: CachedModel, console: Console) -> None:
         console.print("time depends on the server: divide the token counts by its throughput")
 
 
-def _execute(study: Plan, run: RunDir, model: CachedModel, console: Console) -> None:
-    c = study.config
+def _writers() -> dict[str, str]:
+    return {output: stage.name for stage in pipeline.STAGES for output in stage.writes}
+
+
+def _settings(stage: Stage, dumped: dict[str, Any]) -> dict[str, Any]:
+    """The settings a stage's result depends on. The survey counts by its contents (``survey`` part),
+    so its name or path and its data file's path are left out here."""
+    found = {section: dict(dumped[section]) for section in stage.sections}
+    if "survey" in found:
+        found["survey"] = {k: v for k, v in found["survey"].items() if k not in ("name", "data")}
+    return found
+
+
+def stage_parts(stage: Stage, config: RunConfig, run: RunDir, model: Any) -> dict[str, Any]:
+    """What a stage's result depends on, each part hashed: its settings, the seed, the model's full
+    identity, the survey's contents, and the content hash and maker's fingerprint of each input."""
+    dumped = config.model_dump()
     done = run.manifest().get("stages", {})
-    artifacts = {
-        "backstories": ("backstories",),
-        "demographics": ("demographics",),
-        "match": ("matches", "humans"),
-        "ask": ("answers", "distributions"),
-        "evaluate": (),
-        "report": (),
+    writers = _writers()
+    parts: dict[str, Any] = {
+        "settings": fingerprint(_settings(stage, dumped)),
+        "seed": config.seed,
     }
-    steps: dict[str, Callable[[], dict[str, Any]]] = {
-        "backstories": lambda: pipeline.backstories(
-            run, model, c.backstories.n, study.backstory_config, c.seed
-        ),
-        "demographics": lambda: pipeline.demographics(run, model, study.demographics_config, c.seed),
-        "match": lambda: pipeline.match(
-            run,
-            study.survey,
-            c.matching.methods,
-            c.matching.objective,
-            c.seed,
-            survey_ref=c.survey.name,
-            data=c.survey.data,
-        ),
-        "ask": lambda: pipeline.ask(
-            run,
-            model,
-            c.ask.methods,
-            study.ask_config,
-            c.seed,
-            append=c.ask.append,
-            dp_style=c.ask.dp_style,
-            dp_max_tokens=c.ask.dp_max_tokens,
-        ),
-        "evaluate": lambda: _evaluate(run, c),
-        "report": lambda: {"path": str(_report(run))},
+    if stage.model:
+        parts["model"] = fingerprint(model.identity)
+    if stage.survey:
+        parts["survey"] = survey_content_hash(config.survey.name, config.survey.data)[:16]
+    for name in stage.reads:
+        maker = done.get(writers.get(name, ""), {}).get("fingerprint")
+        parts[name] = fingerprint([run.content_hash(name), maker])
+    return parts
+
+
+def _why(stage: Stage, run: RunDir, parts: dict[str, Any], force: bool) -> str | None:
+    """Why the stage must run (``None``: it need not)."""
+    if force:
+        return "forced"
+    recorded = run.manifest().get("stages", {}).get(stage.name)
+    if recorded is None:
+        return ""
+    missing = [name for name in stage.writes if not run.path(name).exists()]
+    if missing:
+        return f"runs again: {', '.join(run.path(name).name for name in missing)} missing"
+    before = recorded.get("parts", {})
+    changed = [key for key, value in parts.items() if before.get(key) != value]
+    return f"runs again: {', '.join(changed)} changed" if changed else None
+
+
+def _run_stage(
+    stage: Stage,
+    run: RunDir,
+    config: RunConfig,
+    model: CachedModel | None,
+    console: Console,
+    label: str,
+    *,
+    force: bool,
+    compare_modes: bool,
+) -> None:
+    parts = stage_parts(stage, config, run, model)
+    why = _why(stage, run, parts, force)
+    name = label or f"{stage.name}"
+    if why is None:
+        console.print(f"{name}: done already, skipped (settings, model and inputs unchanged)")
+        return
+    if why or label:
+        console.print(f"{name}: {why}" if why else label)
+    stats = model.stats if model is not None else None
+    before = stats.snapshot() if stats is not None else None
+    started = time.perf_counter()
+    info = stage.execute(pipeline.StageRun(run, config, model if stage.model else None, compare_modes))
+    seconds = time.perf_counter() - started
+    dumped = config.model_dump()
+    entry: dict[str, Any] = {
+        **info,
+        "fingerprint": fingerprint(parts),
+        "parts": parts,
+        "seed": config.seed,
+        "settings": {section: dumped[section] for section in stage.sections},
+        "outputs": {name: run.content_hash(name) for name in stage.writes},
+        "seconds": round(seconds, 3),
     }
-    for number, name in enumerate(STAGES, 1):
-        fingerprint = study.fingerprints[name]
-        fresh = done.get(name, {}).get("fingerprint") == fingerprint and all(
-            run.has(a) for a in artifacts[name]
-        )
-        if fresh:
-            console.print(f"[{number}/{len(STAGES)}] {name}: done already, skipped")
-            continue
-        console.print(f"[{number}/{len(STAGES)}] {name}")
-        before = (
-            model.stats.model_calls,
-            model.stats.hits,
-            model.stats.misses,
-            model.stats.prompt_tokens,
-            model.stats.completion_tokens,
-        )
-        started = time.perf_counter()
-        info = steps[name]()
-        s = model.stats
-        calls = {
-            "calls": s.model_calls - before[0],
-            "cache_hits": s.hits - before[1],
-            "computed": s.misses - before[2],
-            "prompt_tokens": s.prompt_tokens - before[3],
-            "completion_tokens": s.completion_tokens - before[4],
-        }
-        run.record(
-            name,
-            {
-                **info,
-                "fingerprint": fingerprint,
-                "seconds": round(time.perf_counter() - started, 3),
-                "model_calls": calls,
-            },
-            model=pipeline.model_record(c.model.name, model),
-            config=c.model_dump(),
-        )
-        console.print(
-            f"    {calls['calls']} model calls, {calls['cache_hits']} cache hits, "
-            f"{time.perf_counter() - started:.1f}s"
-        )
-
-
-def _evaluate(run: RunDir, config: RunConfig) -> dict[str, Any]:
-    from anthology.evaluation import evaluate
-
-    evaluate(
-        run.root, n_splits=config.evaluate.splits, n_resamples=config.evaluate.resamples, seed=config.seed
-    )
-    return run.manifest()["stages"]["evaluate"]  # what evaluate() recorded: seed, splits, resamples
-
-
-def _report(run: RunDir) -> Path:
-    from anthology.report import write_report
-
-    return write_report(run.root)
+    top: dict[str, Any] = {"config": dumped}
+    if stage.model and model is not None and stats is not None and before is not None:
+        calls = stats.since(before)
+        entry["model_calls"] = calls
+        entry["model"] = top["model"] = {**dumped["model"], **pipeline.model_record(model)}
+        console.print(f"    {calls['calls']} model calls, {calls['cache_hits']} cache hits, {seconds:.1f}s")
+    run.record(stage.name, entry, **top)

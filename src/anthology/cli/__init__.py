@@ -7,10 +7,9 @@ import sys
 import click
 
 from anthology import __version__
-from anthology.cli.evaluate import evaluate, report
 from anthology.cli.models import models
 from anthology.cli.run import run
-from anthology.cli.stages import ask, backstories, demographics, match
+from anthology.cli.stages import ask, backstories, demographics, evaluate, match, report
 from anthology.cli.surveys import surveys
 from anthology.errors import AnthologyError
 

@@ -1,45 +1,17 @@
-"""``anthology evaluate`` (the paper's table with intervals, metric files) and ``anthology report``
-(a self-contained HTML report)."""
+"""The evaluation in the terminal: the paper's table with intervals, human-persona agreement, option
+scoring coverage and its warnings (``anthology evaluate`` and ``anthology run`` print them)."""
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-import click
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from anthology.cli.stages import run_dir_argument, seed_option
-
 if TYPE_CHECKING:
     import pandas as pd
-
-
-@click.command()
-@run_dir_argument
-@click.option(
-    "--splits",
-    type=click.IntRange(1),
-    default=100,
-    show_default=True,
-    help="Random split halves of the humans for the lower bound.",
-)
-@click.option(
-    "--resamples", type=click.IntRange(1), default=1000, show_default=True, help="Bootstrap resamples."
-)
-@seed_option
-def evaluate(run_dir: Path, splits: int, resamples: int, seed: int) -> None:
-    """Compare every method's answers with the humans: print the paper's table and write metrics.csv,
-    metrics_per_question.csv and metrics_per_subgroup.csv into RUN_DIR."""
-    from anthology.evaluation import FILES
-    from anthology.evaluation import evaluate as run_evaluation
-
-    result = run_evaluation(run_dir, n_splits=splits, n_resamples=resamples, seed=seed)
-    print_evaluation(result, splits)
-    Console().print(f"[dim]wrote {', '.join(FILES.values())} in {run_dir}[/dim]")
 
 
 def print_evaluation(result, splits: int) -> None:  # result: anthology.evaluation.Evaluation
@@ -53,17 +25,6 @@ def print_evaluation(result, splits: int) -> None:  # result: anthology.evaluati
         console.print(_coverage_table(result.coverage))
     for line in warnings(result.coverage):
         Console(stderr=True).print(f"[yellow]warning:[/yellow] {escape(line)}", soft_wrap=True)
-
-
-@click.command()
-@run_dir_argument
-def report(run_dir: Path) -> None:
-    """Write RUN_DIR/report.html, one self-contained page, from the run's evaluation (evaluates first,
-    with the run's recorded seed, splits and resamples, when the metrics are missing or were made from
-    other answers)."""
-    from anthology.report import write_report
-
-    click.echo(str(write_report(run_dir)))
 
 
 def _cell(value: float, low: float, high: float) -> str:

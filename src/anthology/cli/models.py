@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -62,7 +64,10 @@ def try_model(
     top_p: float,
     stop: tuple[str, ...],
     seed: int,
-    model_spec: dict,
+    model_flags: dict[str, Any],
+    executor_flags: dict[str, Any],
+    cache_path: Path | None,
+    no_cache: bool,
 ) -> None:
     """Generate from MODEL and, with --options, print each option's probability."""
     from anthology.models.base import GenerateRequest, ScoreRequest
@@ -70,8 +75,13 @@ def try_model(
     if more_options and not options:
         raise ConfigError(f"unexpected argument {more_options[0]!r}: candidates go after --options")
     candidates = (*options, *more_options)
-    cached, cache = open_model(model_spec)
-    text_prompt = ({"role": "user", "content": prompt},) if model_spec["chat"] else prompt
+    from anthology.config import ExecutorSettings, ModelSettings
+
+    spec = ModelSettings(**model_flags)
+    cached, cache = open_model(
+        spec, ExecutorSettings(**executor_flags), cache_path=cache_path, no_cache=no_cache
+    )
+    text_prompt = ({"role": "user", "content": prompt},) if spec.chat else prompt
     console = Console()
     try:
         [result] = cached.generate(

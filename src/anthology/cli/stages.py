@@ -1,9 +1,15 @@
-"""The method's stages as commands, each reading and writing artifacts in a run directory:
-``backstories`` -> ``demographics`` -> ``match`` -> ``ask``."""
+"""The method's stages as commands over a run directory: ``backstories`` -> ``demographics`` ->
+``match`` -> ``ask`` -> ``evaluate`` -> ``report``.
+
+Each command's flags are generated from its stage's settings classes, and it runs the stage through
+the same runner as ``anthology run`` (:func:`anthology.study.run_study`): it takes the directory's lock,
+starts from the run's recorded settings and model (on a new directory: the profile's), changes only
+what its flags say, and skips the stage when nothing it depends on changed (``--force`` runs it anyway).
+"""
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,26 +17,29 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from anthology.cli.common import model_options, open_model
-from anthology.config import ASK_METHODS
+from anthology.cli.common import model_options
+from anthology.cli.options import settings_options
+from anthology.config import PROFILES, SECTIONS, RunConfig, SurveySettings, load_config
+from anthology.errors import ConfigError
+from anthology.settings import Settings
+from anthology.store import RunDir
 
-DEFAULT_MODEL = "gemma3-270m"
 run_dir_argument = click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 seed_option = click.option(
-    "--seed", type=int, default=0, show_default=True, help="Seed of every random step."
+    "--seed", type=click.IntRange(0), help="Seed of every random step (default: the run's)."
 )
-
-
-def _records(records: list[dict[str, Any]]):
-    import pandas as pd
-
-    return pd.DataFrame(records)
-
-
-def _frame(mapping: dict[str, Any], key: str, value: str):
-    import pandas as pd
-
-    return pd.DataFrame({key: list(mapping), value: list(mapping.values())})
+profile_option = click.option(
+    "--profile",
+    type=click.Choice(PROFILES),
+    help="Settings profile: paper (the default: the paper's method) or fast (log-prob modes).",
+)
+#: The stage flags whose names differ from their fields'.
+FLAGS: dict[str, dict[str, tuple[str, ...]]] = {
+    "backstories": {"n": ("-n", "--n")},
+    "survey": {"name": ("--survey",)},
+    "matching": {"methods": ("--method", "--methods")},
+}
+Shown = Callable[[dict[str, Any], RunDir], None]
 
 
 def _print_table(title: str, frame) -> None:
@@ -42,281 +51,210 @@ def _print_table(title: str, frame) -> None:
     Console().print(table)
 
 
-class _Stage:
-    """A stage run: the run directory, the model (the one the run already used unless --model is
-    given), timing and the manifest entry."""
+def _records(records: list[dict[str, Any]]):
+    import pandas as pd
 
-    def __init__(self, run_dir: Path, name: str, model_spec: dict[str, Any] | None = None) -> None:
-        from anthology.store import RunDir
+    return pd.DataFrame(records)
 
-        self.run = RunDir(run_dir)
-        self.name = name
-        self.started = time.perf_counter()
-        self.model = self.cache = None
-        if model_spec is not None:
-            recorded = self.run.manifest().get("model", {}).get("name")
-            model_spec = {**model_spec, "model": model_spec["model"] or recorded or DEFAULT_MODEL}
-            self.model, self.cache = open_model(model_spec, default_cache=self.run.cache_path, progress=name)
-            self.model_name = model_spec["model"]
 
-    def finish(self, **info: Any) -> None:
-        entry = {"seconds": round(time.perf_counter() - self.started, 3), **info}
-        if self.model is None:
-            self.run.record(self.name, entry)
-            return
-        s = self.model.stats
-        entry["model_calls"] = {
-            "calls": s.model_calls,
-            "cache_hits": s.hits,
-            "computed": s.misses,
-            "prompt_tokens": s.prompt_tokens,
-            "completion_tokens": s.completion_tokens,
-        }
-        from anthology.pipeline import model_record
+def stage_config(
+    run_dir: Path,
+    given: dict[str, dict[str, Any]],
+    *,
+    profile: str | None,
+    seed: int | None,
+    model_flags: dict[str, Any] | None = None,
+    executor_flags: dict[str, Any] | None = None,
+) -> RunConfig:
+    """A stage command's settings: the run's recorded configuration (a new directory: the profile's
+    defaults) with the sections' values ``given`` by flags. A model named by ``--model`` other than the
+    run's starts from the model defaults; other model flags change the recorded model."""
+    recorded = (RunDir(run_dir).manifest().get("config") if run_dir.is_dir() else None) or {}
+    base = dict(recorded)
+    model_flags = model_flags or {}
+    if "name" in model_flags and model_flags["name"] != recorded.get("model", {}).get("name"):
+        base.pop("model", None)
+    overrides = {
+        f"{section}.{key}": value for section, values in given.items() for key, value in values.items()
+    }
+    overrides |= {f"model.{key}": value for key, value in model_flags.items()}
+    overrides |= {f"executor.{key}": value for key, value in (executor_flags or {}).items()}
+    overrides |= {"seed": seed, "profile": profile, "out": str(run_dir)}
+    return load_config(None, overrides, base=base)
 
-        self.run.record(self.name, entry, model=model_record(self.model_name, self.model))
-        self.model.close()
-        if self.cache is not None:
-            self.cache.close()
-        took = entry["seconds"]
-        Console(stderr=True).print(
-            f"[dim]{self.name}: {s.model_calls} model calls, {s.hits} cache hits, {took:.1f}s[/dim]"
+
+def _stage_command(
+    stage: str,
+    sections: tuple[str, ...],
+    show: Shown,
+    *,
+    model: bool,
+    doc: str,
+    extra: tuple[Callable[[Any], Any], ...] = (),
+) -> click.Command:
+    """A command that runs one stage with flags for each of its ``sections``."""
+
+    def command(
+        run_dir: Path,
+        profile: str | None,
+        seed: int | None,
+        force: bool,
+        model_flags: dict[str, Any] | None = None,
+        executor_flags: dict[str, Any] | None = None,
+        cache_path: Path | None = None,
+        no_cache: bool = False,
+        agreement: bool = False,
+        **given: dict[str, Any],
+    ) -> None:
+        from anthology.cli.common import open_model
+        from anthology.pipeline import BY_NAME
+        from anthology.study import run_study
+
+        config = stage_config(
+            run_dir,
+            {section: given[f"section_{section}"] for section in sections},
+            profile=profile,
+            seed=seed,
+            model_flags=model_flags,
+            executor_flags=executor_flags,
         )
 
+        if BY_NAME[stage].reads and not run_dir.is_dir():
+            raise ConfigError(
+                f"run directory {run_dir} does not exist: run `anthology backstories` on it first, "
+                "or `anthology run`"
+            )
 
-@click.command()
-@run_dir_argument
-@click.option(
-    "-n",
-    "--n",
-    "count",
-    type=click.IntRange(1),
-    default=16,
-    show_default=True,
-    help="Backstories to generate.",
-)
-@click.option(
-    "--style",
-    type=click.Choice(["completion", "chat"]),
-    default="completion",
-    show_default=True,
-    help="Interview as completion text (base models, the paper) or chat turns.",
-)
-@click.option("--max-tokens", type=click.IntRange(1), default=1500, show_default=True)
-@click.option("--temperature", type=click.FloatRange(0), default=1.0, show_default=True)
-@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True)
-@click.option("--no-preamble", is_flag=True, help='Skip the "Are you a US citizen?" turn.')
-@click.option("--min-tokens", type=int, default=41, show_default=True, help="Drop shorter backstories.")
-@click.option("--min-words", type=int, default=0, show_default=True, help="Drop shorter backstories.")
-@click.option(
-    "--first-person",
-    type=click.Choice(["heuristic", "judge", "off"]),
-    default="heuristic",
-    show_default=True,
-    help="First-person narrative check.",
-)
-@click.option(
-    "--near-duplicate",
-    type=float,
-    default=0.8,
-    show_default=True,
-    help="Jaccard similarity above which a backstory duplicates an earlier one (>1: off).",
-)
-@seed_option
-@model_options()
-def backstories(
-    run_dir: Path,
-    count: int,
-    style: str,
-    max_tokens: int,
-    temperature: float,
-    top_p: float,
-    no_preamble: bool,
-    min_tokens: int,
-    min_words: int,
-    first_person: str,
-    near_duplicate: float,
-    seed: int,
-    model_spec: dict[str, Any],
-) -> None:
-    """Stage 1: generate a pool of backstories into RUN_DIR/backstories.parquet."""
-    from anthology import pipeline
-    from anthology.method.backstories import BackstoryConfig
+        def opened(c: RunConfig, run: RunDir):
+            return open_model(
+                c.model,
+                c.executor,
+                cache_path=cache_path or run.cache_path,
+                no_cache=no_cache,
+                progress=stage,
+            )
 
-    config = BackstoryConfig(
-        style=style,  # type: ignore[arg-type]
-        temperature=temperature,
-        top_p=top_p,
-        max_tokens=max_tokens,
-        preamble=not no_preamble,
-        min_tokens=min_tokens,
-        min_words=min_words,
-        first_person=first_person,  # type: ignore[arg-type]
-        near_duplicate=near_duplicate,
-    )
-    stage = _Stage(run_dir, "backstories", model_spec)
-    info = pipeline.backstories(stage.run, stage.model, count, config, seed)
-    report = info["summary"]
+        run = run_study(config, open_model=opened, stages=[stage], force=force, compare_modes=agreement)
+        show(run.manifest()["stages"][stage], run)
+
+    command.__doc__ = doc
+    decorated: Callable[..., Any] = command
+    decorators: list[Callable[[Any], Any]] = [
+        run_dir_argument,
+        *(
+            settings_options(SECTION_CLASSES[section], into=f"section_{section}", flags=FLAGS.get(section))
+            for section in sections
+        ),
+        *extra,
+        profile_option,
+        seed_option,
+        click.option("--force", is_flag=True, help="Run the stage even when nothing it depends on changed."),
+    ]
+    if model:
+        decorators.append(model_options())
+    for decorator in reversed(decorators):
+        decorated = decorator(decorated)
+    return click.command(stage)(decorated)
+
+
+SECTION_CLASSES: dict[str, type[Settings]] = {**SECTIONS, "survey": SurveySettings}
+
+
+def _show_backstories(entry: dict[str, Any], run: RunDir) -> None:
+    report = entry["summary"]
     Console().print(
         f"backstories: {report['generated']} generated, {report['kept']} kept; dropped: "
         f"{report['dropped'] or 'none'}; {report['stopped_at_max_tokens']} hit --max-tokens"
     )
-    stage.finish(**info)
 
 
-@click.command()
-@run_dir_argument
-@click.option(
-    "--mode",
-    type=click.Choice(["sample", "logprob"]),
-    default="sample",
-    show_default=True,
-    help="40 parsed samples per question (the paper) or one scoring pass.",
-)
-@click.option("--samples", type=click.IntRange(1), default=40, show_default=True)
-@click.option("--max-tokens", type=click.IntRange(1), default=128, show_default=True)
-@click.option(
-    "--agreement",
-    is_flag=True,
-    help="Also run the other mode and report how far log-prob and sampled estimates agree.",
-)
-@seed_option
-@model_options(default_model=None)
-def demographics(
-    run_dir: Path,
-    mode: str,
-    samples: int,
-    max_tokens: int,
-    agreement: bool,
-    seed: int,
-    model_spec: dict[str, Any],
-) -> None:
-    """Stage 3: ask every kept backstory the demographic survey (RUN_DIR/demographics.parquet)."""
-    from anthology import pipeline
-    from anthology.method.demographics import DemographicsConfig
+def _show_demographics(entry: dict[str, Any], run: RunDir) -> None:
+    import pandas as pd
 
-    config = DemographicsConfig(mode=mode, samples=samples, max_tokens=max_tokens)  # type: ignore[arg-type]
-    stage = _Stage(run_dir, "demographics", model_spec)
-    info = pipeline.demographics(stage.run, stage.model, config, seed, compare_modes=agreement)
-    _print_table("non-compliant share per trait", _frame(info["noncompliant"], "trait", "noncompliant"))
-    if agreement:
-        _print_table(f"log-prob vs {samples}-sample estimates", _records(info["agreement"]))
-    stage.finish(**info)
-
-
-@click.command()
-@run_dir_argument
-@click.option(
-    "--survey",
-    "survey_name",
-    default="gss2018-spending",
-    show_default=True,
-    help="Built-in survey name or a codebook YAML path.",
-)
-@click.option("--data", type=click.Path(dir_okay=False, path_type=Path), help="Respondent data file.")
-@click.option(
-    "--respondents", type=click.IntRange(1), help="A seeded random sample of this many respondents."
-)
-@click.option(
-    "--method",
-    "methods",
-    multiple=True,
-    type=click.Choice(["greedy", "max-weight", "random"]),
-    help="Matching methods (default: all three).",
-)
-@click.option(
-    "--objective",
-    type=click.Choice(["weight", "log"]),
-    default="weight",
-    show_default=True,
-    help="max-weight: maximise the sum of weights (the paper) or of log-weights.",
-)
-@seed_option
-def match(
-    run_dir: Path,
-    survey_name: str,
-    data: Path | None,
-    respondents: int | None,
-    methods: tuple[str, ...],
-    objective: str,
-    seed: int,
-) -> None:
-    """Stage 4: match personas to the survey's respondents (RUN_DIR/matches.parquet, humans.parquet)."""
-    from anthology import pipeline
-
-    stage = _Stage(run_dir, "match")
-    survey = pipeline.open_survey(survey_name, str(data) if data else None, respondents, seed)
-    info = pipeline.match(
-        stage.run, survey, methods, objective, seed, survey_ref=survey_name, data=str(data) if data else None
+    shares = entry["noncompliant"]
+    _print_table(
+        "non-compliant share per trait",
+        pd.DataFrame({"trait": list(shares), "noncompliant": list(shares.values())}),
     )
-    _print_table(f"matching {len(survey.respondents)} respondents of {survey.name}", _records(info["report"]))
-    stage.finish(**info)
+    if "agreement" in entry:
+        _print_table("log-prob vs sampled estimates", _records(entry["agreement"]))
 
 
-@click.command()
-@run_dir_argument
-@click.option(
-    "--methods",
-    default=",".join(ASK_METHODS),
-    show_default=True,
-    help="Comma-separated personas to ask: anthology-greedy, anthology-max-weight, "
-    "anthology-random, qa, bio, portray, nothing, dp.",
-)
-@click.option(
-    "--context",
-    "context_mode",
-    type=click.Choice(["sequential", "independent"]),
-    default="sequential",
-    show_default=True,
-    help="Earlier answers kept in context (the paper), or each question on its own.",
-)
-@click.option("--mode", type=click.Choice(["sample", "logprob"]), default="sample", show_default=True)
-@click.option("--append", type=click.Choice(["qa", "bio"]), help="Append the matched human's demographics.")
-@click.option(
-    "--max-attempts",
-    type=click.IntRange(1),
-    default=20,
-    show_default=True,
-    help="Samples per question before an answer counts as non-compliant.",
-)
-@click.option("--dp-style", type=click.Choice(["bio", "qa"]), default="bio", show_default=True)
-@click.option("--dp-max-tokens", type=click.IntRange(1), default=1500, show_default=True)
-@seed_option
-@model_options(default_model=None)
-def ask(
-    run_dir: Path,
-    methods: str,
-    context_mode: str,
-    mode: str,
-    append: str | None,
-    max_attempts: int,
-    dp_style: str,
-    dp_max_tokens: int,
-    seed: int,
-    model_spec: dict[str, Any],
-) -> None:
-    """Stage 5: matched personas and baselines answer the survey (RUN_DIR/answers.parquet,
-    distributions.parquet)."""
-    from anthology import pipeline
-    from anthology.method.answering import AskConfig
-
-    chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
-    pipeline.check_methods(chosen)
-    config = AskConfig(context=context_mode, mode=mode, max_attempts=max_attempts)  # type: ignore[arg-type]
-    stage = _Stage(run_dir, "ask", model_spec)
-    info = pipeline.ask(
-        stage.run,
-        stage.model,
-        chosen,
-        config,
-        seed,
-        append=append,
-        dp_style=dp_style,
-        dp_max_tokens=dp_max_tokens,
+def _show_match(entry: dict[str, Any], run: RunDir) -> None:
+    survey = entry["survey"]
+    _print_table(
+        f"matching {survey['respondents']} respondents of {survey['name']}", _records(entry["report"])
     )
-    if "dp" in info:
+
+
+def _show_ask(entry: dict[str, Any], run: RunDir) -> None:
+    if "dp" in entry:
         Console().print(
-            f"dp: {info['dp']['kept']} of {info['dp']['generated']} demographics-primed backstories kept"
+            f"dp: {entry['dp']['kept']} of {entry['dp']['generated']} demographics-primed backstories kept"
         )
-    _print_table("answers", _records(info["compliance"]))
-    stage.finish(**info)
+    _print_table("answers", _records(entry["compliance"]))
+
+
+def _show_evaluation(entry: dict[str, Any], run: RunDir) -> None:
+    from anthology.cli.evaluate import print_evaluation
+    from anthology.evaluation import FILES, read_evaluation
+
+    print_evaluation(read_evaluation(run.root), entry["settings"]["evaluate"]["splits"])
+    Console().print(f"[dim]wrote {', '.join(FILES.values())} in {run.root}[/dim]")
+
+
+def _show_report(entry: dict[str, Any], run: RunDir) -> None:
+    click.echo(entry["path"])
+
+
+backstories = _stage_command(
+    "backstories",
+    ("backstories",),
+    _show_backstories,
+    model=True,
+    doc="Stage 1: generate a pool of backstories into RUN_DIR/backstories.parquet.",
+)
+demographics = _stage_command(
+    "demographics",
+    ("demographics",),
+    _show_demographics,
+    model=True,
+    doc="Stage 2: ask every kept backstory the demographic survey (RUN_DIR/demographics.parquet).",
+    extra=(
+        click.option(
+            "--agreement",
+            is_flag=True,
+            help="Also run the other mode and report how far log-prob and sampled estimates agree.",
+        ),
+    ),
+)
+match = _stage_command(
+    "match",
+    ("survey", "matching"),
+    _show_match,
+    model=False,
+    doc="Stage 3: match personas to the survey's respondents (RUN_DIR/matches.parquet, humans.parquet).",
+)
+ask = _stage_command(
+    "ask",
+    ("ask",),
+    _show_ask,
+    model=True,
+    doc="Stage 4: matched personas and baselines answer the survey (RUN_DIR/answers.parquet, "
+    "distributions.parquet).",
+)
+evaluate = _stage_command(
+    "evaluate",
+    ("evaluate",),
+    _show_evaluation,
+    model=False,
+    doc="Compare every method's answers with the humans: print the paper's table and write metrics.csv, "
+    "metrics_per_question.csv, metrics_per_subgroup.csv and score_coverage.csv into RUN_DIR.",
+)
+report = _stage_command(
+    "report",
+    (),
+    _show_report,
+    model=False,
+    doc="Write RUN_DIR/report.html, one self-contained page (from the run's own evaluation).",
+)

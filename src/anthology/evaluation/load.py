@@ -4,7 +4,6 @@ with a digest of the answers and humans so that the evaluation can record which 
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -144,9 +143,4 @@ def load_run(run_dir: str | Path) -> RunData:
 
 def input_digests(run: RunDir) -> dict[str, str]:
     """The SHA-256 of each :data:`INPUTS` artifact the run directory has."""
-    digests = {}
-    for name in INPUTS:
-        if run.has(name):
-            with run.artifact(name).open("rb") as stream:
-                digests[name] = hashlib.file_digest(stream, "sha256").hexdigest()
-    return digests
+    return {name: digest for name in INPUTS if (digest := run.content_hash(name)) is not None}

@@ -43,6 +43,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
 from anthology.errors import ConfigError
 from anthology.method import prompts
@@ -51,6 +52,7 @@ from anthology.method.demographics import continuations, question_prompt
 from anthology.method.parsing import parse_choice
 from anthology.method.seeds import stable_int, uniform
 from anthology.models.base import GenerateRequest, LanguageModel, Prompt, ScoreRequest
+from anthology.settings import Settings
 from anthology.surveys.schema import Question, Questionnaire
 
 ContextMode = Literal["sequential", "independent"]
@@ -79,27 +81,22 @@ DISTRIBUTION_COLUMNS = ("method", "question_id", "position", "option", "probabil
 BLOCK_REQUESTS = 16_384
 
 
-@dataclass(frozen=True)
-class AskConfig:
+class AskConfig(Settings):
     """Answering parameters (defaults: the paper's, except ``max_attempts``: the paper allowed 100)."""
 
-    context: ContextMode = "sequential"
-    mode: Mode = "sample"
-    shuffle_questions: bool = True
-    reverse_options: bool = True
-    max_attempts: int = 20
-    temperature: float = 1.0
-    max_tokens: int = 128
-    stop: tuple[str, ...] = ("\n", "Question:")
-    instruction: str = prompts.ANSWER_INSTRUCTION
-
-    def __post_init__(self) -> None:
-        if self.context not in ("sequential", "independent"):
-            raise ConfigError(f"context must be 'sequential' or 'independent', got {self.context!r}")
-        if self.mode not in ("sample", "logprob"):
-            raise ConfigError(f"mode must be 'sample' or 'logprob', got {self.mode!r}")
-        if self.max_attempts < 1:
-            raise ConfigError(f"max_attempts must be at least 1, got {self.max_attempts}")
+    context: ContextMode = Field(
+        "sequential", description="Earlier answers kept in context (the paper), or each question on its own."
+    )
+    mode: Mode = Field("sample", description="Sampled and parsed answers (the paper) or log-prob scoring.")
+    shuffle_questions: bool = Field(True, description="Shuffle the question order per member.")
+    reverse_options: bool = Field(True, description="Reverse the option order for half the members.")
+    max_attempts: int = Field(
+        20, ge=1, le=1000, description="Samples per question before an answer counts as non-compliant."
+    )
+    temperature: float = Field(1.0, ge=0, le=10, description="Sampling temperature.")
+    max_tokens: int = Field(128, ge=1, description="Max tokens per sampled answer.")
+    stop: tuple[str, ...] = Field(("\n", "Question:"), description="Stop strings of a sampled answer.")
+    instruction: str = Field(prompts.ANSWER_INSTRUCTION, description="The answering instruction.")
 
 
 @dataclass

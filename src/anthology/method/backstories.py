@@ -13,35 +13,41 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
 from typing import Literal
 
 import pandas as pd
+from pydantic import Field
 
 from anthology.errors import BackendError
 from anthology.method import filters, prompts
 from anthology.method.seeds import stable_int
 from anthology.models.base import GenerateRequest, LanguageModel, Prompt, ScoreRequest
+from anthology.settings import Settings
 
 Style = Literal["completion", "chat"]
 _YES = re.compile(r"\byes\b", re.I)
 
 
-@dataclass(frozen=True)
-class BackstoryConfig:
+class BackstoryConfig(Settings):
     """Generation and filtering parameters (defaults: the paper's)."""
 
-    style: Style = "completion"
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_tokens: int = 1500
-    stop: tuple[str, ...] = prompts.BACKSTORY_STOP
-    question: str = prompts.BACKSTORY_QUESTION
-    preamble: bool = True
-    min_tokens: int = 41
-    min_words: int = 0
-    first_person: Literal["heuristic", "judge", "off"] = "heuristic"
-    near_duplicate: float = 0.8
+    style: Style = Field(
+        "completion", description="Interview as completion text (base models, the paper) or chat turns."
+    )
+    temperature: float = Field(1.0, ge=0, le=10, description="Sampling temperature.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    max_tokens: int = Field(1500, ge=1, description="Max tokens per backstory.")
+    stop: tuple[str, ...] = Field(prompts.BACKSTORY_STOP, description="Stop strings.")
+    question: str = Field(prompts.BACKSTORY_QUESTION, min_length=1, description="The interview question.")
+    preamble: bool = Field(True, description='Open with the "Are you a US citizen?" turn.')
+    min_tokens: int = Field(41, ge=0, description="Drop backstories with fewer tokens.")
+    min_words: int = Field(0, ge=0, description="Drop backstories with fewer words.")
+    first_person: Literal["heuristic", "judge", "off"] = Field(
+        "heuristic", description="First-person narrative check."
+    )
+    near_duplicate: float = Field(
+        0.8, ge=0, description="Jaccard similarity above which a backstory is a near duplicate (>1: off)."
+    )
 
 
 def context_prompt(style: str, context: str) -> Prompt:
@@ -139,7 +145,7 @@ def generate_backstories(
     frame = pd.DataFrame(rows)
     # Provenance travels with the artifact: which model and parameters wrote each story.
     frame["model"] = json.dumps(model.identity, sort_keys=True)
-    frame["params"] = json.dumps({**asdict(config), "seed": seed}, sort_keys=True)
+    frame["params"] = json.dumps({**config.model_dump(), "seed": seed}, sort_keys=True)
     frame["drop_reason"] = drop_reasons(model, frame, config)
     frame["kept"] = frame["drop_reason"] == ""
     return frame

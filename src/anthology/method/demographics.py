@@ -29,17 +29,18 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
 from anthology.method import prompts
 from anthology.method.backstories import context_prompt
 from anthology.method.parsing import parse_choice
 from anthology.method.seeds import stable_int
 from anthology.models.base import GenerateRequest, LanguageModel, Prompt, ScoreRequest
+from anthology.settings import Settings
 from anthology.surveys.schema import Trait
 from anthology.surveys.traits import CANONICAL_TRAITS
 
@@ -50,14 +51,17 @@ NUMERIC_TRAITS = frozenset({"age", "income"})
 BLOCK_REQUESTS = 16_384
 
 
-@dataclass(frozen=True)
-class DemographicsConfig:
-    mode: Mode = "sample"
-    samples: int = 40
-    temperature: float = 1.0
-    max_tokens: int = 128
-    stop: tuple[str, ...] = ("\n", "Question")
-    traits: tuple[str, ...] = tuple(CANONICAL_TRAITS)
+class DemographicsConfig(Settings):
+    """How each backstory answers the demographic survey (defaults: the paper's)."""
+
+    mode: Mode = Field(
+        "sample", description="Parsed samples per question (the paper) or one log-prob scoring pass."
+    )
+    samples: int = Field(40, ge=1, le=10_000, description="Samples per question in sample mode.")
+    temperature: float = Field(1.0, ge=0, le=10, description="Sampling temperature.")
+    max_tokens: int = Field(128, ge=1, description="Max tokens per sampled answer.")
+    stop: tuple[str, ...] = Field(("\n", "Question"), description="Stop strings of a sampled answer.")
+    traits: tuple[str, ...] = Field(tuple(CANONICAL_TRAITS), min_length=1, description="Traits to ask.")
 
 
 def swapped(seed: int, persona_id: str) -> bool:

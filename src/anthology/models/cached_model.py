@@ -55,6 +55,20 @@ class CacheStats:
         for name, value in CacheStats().__dict__.items():
             setattr(self, name, value)
 
+    def snapshot(self) -> dict[str, int]:
+        """The counters a stage reports, as the manifest names them."""
+        return {
+            "calls": self.model_calls,
+            "cache_hits": self.hits,
+            "computed": self.misses,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+        }
+
+    def since(self, before: dict[str, int]) -> dict[str, int]:
+        """The counters' growth since ``before`` (a :meth:`snapshot`)."""
+        return {key: value - before[key] for key, value in self.snapshot().items()}
+
 
 @dataclass
 class _Progress:

@@ -13,7 +13,7 @@ The Python API::
 
 from anthology.surveys.codebook import Codebook, read_codebook
 from anthology.surveys.distributions import answer_distributions, trait_shares, weighted_shares
-from anthology.surveys.registry import load_survey, survey_names
+from anthology.surveys.registry import load_survey, survey_content_hash, survey_names
 from anthology.surveys.schema import (
     DECLINE,
     Exclusion,
@@ -46,6 +46,7 @@ __all__ = [
     "answer_distributions",
     "load_survey",
     "read_codebook",
+    "survey_content_hash",
     "survey_names",
     "trait_shares",
     "weighted_shares",

@@ -3,11 +3,13 @@ DataFrame, the codebook's own ``data:`` entry, or a built-in's bundled data."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pandas as pd
 
 from anthology.errors import ConfigError
+from anthology.hashing import update_with_file
 from anthology.surveys.builtin import BUILTINS
 from anthology.surveys.codebook import Codebook, read_codebook
 from anthology.surveys.coding import code_respondents
@@ -64,3 +66,21 @@ def _table(
     if codebook.data is not None:
         return read_table(Path(codebook.origin.file).parent / codebook.data, codebook.columns())
     return None
+
+
+def survey_content_hash(name_or_path: str | Path, data: str | Path | None = None) -> str:
+    """A sha256 over what a survey is read from: its codebook file's bytes and its data file's bytes
+    (a built-in's bundled data as loaded), not their paths, so editing a codebook or replacing its
+    data under the same name gives another hash."""
+    path = _codebook_path(name_or_path)
+    digest = hashlib.sha256(path.read_bytes())
+    builtin = BUILTINS.get(str(name_or_path))
+    if data is None and builtin is not None and builtin.load is not None:
+        digest.update(pd.util.hash_pandas_object(builtin.load(), index=True).values.tobytes())
+        return digest.hexdigest()
+    if data is None:
+        entry = read_codebook(path).data
+        data = path.parent / entry if entry is not None else None
+    if data is not None and Path(data).expanduser().is_file():
+        update_with_file(digest, Path(data).expanduser())
+    return digest.hexdigest()
