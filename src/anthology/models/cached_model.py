@@ -9,7 +9,7 @@ so a killed run keeps its finished work; it counts hits, misses, tokens and seco
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -240,6 +240,18 @@ class CachedModel:
             results.append(GenerateResult(samples=samples, prompt_tokens=got[0][1]))
         return results
 
+    def _call(self, method: Callable[[Any], Any], subs: list[Any]) -> tuple[Sequence[Any], float]:
+        """One backend call, counted and timed; a result list of the wrong length is refused."""
+        began = time.perf_counter()
+        results = method(subs)
+        elapsed = time.perf_counter() - began
+        self.stats.model_calls += 1
+        self.stats.model_seconds += elapsed
+        if not isinstance(results, Sequence) or len(results) != len(subs):
+            got = len(results) if isinstance(results, Sequence) else type(results).__name__
+            raise BackendError(f"the backend returned {got} results for {len(subs)} requests")
+        return results, elapsed
+
     def _generate_chunk(
         self,
         chunk: list[tuple[int, GenerateRequest]],
@@ -249,14 +261,7 @@ class CachedModel:
         uids: list[list[Any]],
     ) -> None:
         subs = [sub for _, sub in chunk]
-        began = time.perf_counter()
-        results = self.model.generate(subs)
-        elapsed = time.perf_counter() - began
-        self.stats.model_calls += 1
-        self.stats.model_seconds += elapsed
-        if not isinstance(results, Sequence) or len(results) != len(subs):
-            got = len(results) if isinstance(results, Sequence) else type(results).__name__
-            raise BackendError(f"the backend returned {got} results for {len(subs)} requests")
+        results, elapsed = self._call(self.model.generate, subs)
         n_units = sum(sub.n for sub in subs)
         per_unit = elapsed / n_units
         rows = []
@@ -341,14 +346,7 @@ class CachedModel:
         found: dict[str, ScoreResult],
     ) -> None:
         subs = [r for _, r in chunk]
-        began = time.perf_counter()
-        results = self.model.score(subs)
-        elapsed = time.perf_counter() - began
-        self.stats.model_calls += 1
-        self.stats.model_seconds += elapsed
-        if not isinstance(results, Sequence) or len(results) != len(subs):
-            got = len(results) if isinstance(results, Sequence) else type(results).__name__
-            raise BackendError(f"the backend returned {got} results for {len(subs)} requests")
+        results, elapsed = self._call(self.model.score, subs)
         per_unit = elapsed / len(subs)
         rows = []
         for (key, request), result in zip(chunk, results, strict=True):
