@@ -180,13 +180,16 @@ def test_chat_without_template_is_refused_before_work(tiny_model):
         tiny_model.generate([GenerateRequest(({"role": "user", "content": "hi"},))])
 
 
-def test_identity_names_model_revision_dtype(tiny_model):
-    assert tiny_model.identity == {
+def test_identity_names_model_revision_dtype_device(tiny_model):
+    identity = tiny_model.identity
+    assert identity == {
         "backend": "hf",
         "model": "tiny-llama",
         "revision": "test",
         "dtype": "float32",
+        "device": identity["device"],
     }
+    assert identity["device"].startswith(tiny_model.device.type)
 
 
 def test_sampler_follows_softmax_and_top_p():

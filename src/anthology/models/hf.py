@@ -18,7 +18,6 @@ This module imports torch; nothing outside ``anthology.models`` imports it.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
 import os
@@ -44,6 +43,7 @@ from anthology.models.base import (
     split_context_space,
 )
 from anthology.models.decoding import StopStrings, cut_at_stop, sample_tokens
+from anthology.models.file_hashes import content_revision
 from anthology.models.hf_packing import lay_out, score_packs
 
 _TAIL_CHARS = 32  # context characters re-tokenised with an option to find the boundary tokens
@@ -67,15 +67,33 @@ def _resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
         raise ValueError(f"unknown dtype {dtype!r}: use auto, float32, bfloat16 or float16") from None
 
 
-def _fingerprint(path: Path) -> str:
-    """A cheap revision id for a local model folder: its config and the names and sizes of its files."""
-    h = hashlib.sha256()
-    for f in sorted(path.iterdir()):
-        if f.is_file():
-            h.update(f"{f.name}:{f.stat().st_size}\n".encode())
-            if f.suffix == ".json" and f.stat().st_size < 1_000_000:
-                h.update(f.read_bytes())
-    return "local-" + h.hexdigest()[:16]
+def _device_kind(device: torch.device) -> str:
+    """What a device's numerics depend on: ``cpu``, or ``cuda`` and the GPU's name (not its index)."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type
+
+
+def _loaded_revision(source: str, revision: str | None, gguf_file: str | None) -> str | None:
+    """What names the files just loaded from ``source``. A local folder: the hash of its files'
+    contents (of the GGUF file alone with ``gguf_file``), unless ``revision`` is given (presets give
+    their package version and GGUF hash). A hub model: the commit its files in the local Hugging Face
+    cache came from, so a new upstream commit is a new model."""
+    folder = Path(source)
+    if folder.is_dir():
+        if revision is not None:
+            return revision
+        if gguf_file:
+            files = [folder / gguf_file]
+        else:
+            files = sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith("."))
+        return content_revision(files)
+    from huggingface_hub import try_to_load_from_cache
+    from transformers.utils.hub import extract_commit_hash
+
+    cached = try_to_load_from_cache(source, gguf_file or "config.json", revision=revision)
+    commit = extract_commit_hash(cached, None) if isinstance(cached, str) else None
+    return commit or revision
 
 
 @dataclass
@@ -99,6 +117,10 @@ class HFModel:
     static-cache decoding on a GPU for long generations from short prompts, the eager loop
     otherwise), ``eager``, ``static`` (static cache, eager step) or ``compiled`` (static cache,
     compiled step, on any device).
+
+    ``identity`` (the response cache's key) names the model, its revision (see
+    :func:`_loaded_revision`: a local folder's content hash, a hub model's commit, or the ``revision``
+    given), the dtype and the kind of device: whatever changes the outputs.
     """
 
     def __init__(
@@ -133,6 +155,7 @@ class HFModel:
         source = str(source)
         if model is None or tokenizer is None:
             model, tokenizer = _load(source, revision=revision, gguf_file=gguf_file, dtype=self.dtype)
+            revision = _loaded_revision(source, revision, gguf_file)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self.tokenizer = tokenizer
         # transformers renamed the forward argument past_key_values to cache (5.2x); accept both.
@@ -143,13 +166,12 @@ class HFModel:
         # enough that the attention over masked-out pairs stays small next to the matmuls.
         self._pack_tokens = 8192 if on_gpu else 2048
         self._eos_ids = _eos_ids(model, tokenizer)
-        if revision is None and Path(source).is_dir():
-            revision = _fingerprint(Path(source))
         self._identity = {
             "backend": "hf",
             "model": name or source,
             "revision": revision,
             "dtype": str(self.dtype).removeprefix("torch."),
+            "device": _device_kind(self.device),
         }
         max_pos = getattr(model.config, "max_position_embeddings", None)
         self._caps = Capabilities(
