@@ -201,3 +201,29 @@ def test_run_and_stage_commands_start_from_the_same_settings(tmp_path):
     parsed = command.make_context("ask", [str(fresh)]).params
     flags = {name: value for name, value in parsed.items() if name.startswith("_s_")}
     assert len(flags) > 20 and all(value in (None, ()) for value in flags.values())
+
+
+def test_a_local_models_dtype_and_weights_are_part_of_its_stages(tmp_path, tiny_parts):
+    """The model's full identity, not its name: another dtype, or new weights saved under the same
+    folder (same file names and sizes), reruns the stage that used it."""
+    import torch
+
+    model, tokenizer = tiny_parts
+    folder = tmp_path / "tiny"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    run = str(tmp_path / "run")
+    args = ("backstories", run, "--model", str(folder), "-n", "2", "--max-tokens", "4", "--no-preamble")
+    args += ("--min-tokens", "1", "--first-person", "off", "--dtype", "float32")
+    invoke(*args)
+    assert "done already, skipped" in invoke(*args).output
+    assert "backstories: runs again: model changed" in invoke(*args[:-1], "bfloat16").output
+    assert "backstories: runs again: model changed" in invoke(*args).output  # back to float32
+    sizes = {p.name: p.stat().st_size for p in folder.iterdir()}
+    other = type(model)(model.config)
+    with torch.no_grad():
+        for parameter in other.parameters():
+            parameter.normal_()
+    other.save_pretrained(folder)
+    assert {p.name: p.stat().st_size for p in folder.iterdir()} == sizes
+    assert "backstories: runs again: model changed" in invoke(*args).output
