@@ -5,7 +5,6 @@ folder in the user cache; later loads read that folder and take under a second.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.metadata
 import json
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from anthology.errors import MissingDependencyError
+from anthology.hashing import file_sha256
 
 
 @dataclass(frozen=True)
@@ -93,14 +93,6 @@ def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("anthology")) / "models"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def materialize(preset: Preset) -> tuple[Path, str]:
     """The converted safetensors folder of a preset and its revision (package version and GGUF hash),
     converting on first use."""
@@ -122,7 +114,7 @@ def _convert(preset: Preset, target: Path) -> None:
     from anthology.models.hf import _load, save_converted
 
     gguf = preset.locate()
-    revision = f"{preset.package}=={preset.version()}+sha256:{_sha256(gguf)[:16]}"
+    revision = f"{preset.package}=={preset.version()}+sha256:{file_sha256(gguf)[:16]}"
     model, tokenizer = _load(str(gguf.parent), revision=None, gguf_file=gguf.name, dtype=torch.float32)
     target.parent.mkdir(parents=True, exist_ok=True)
     save_converted(model, tokenizer, target, {"preset": preset.name, "revision": revision})
