@@ -19,11 +19,8 @@ import yaml
 from pydantic import Field, ValidationError, field_validator
 
 from anthology.errors import ConfigError
-from anthology.method.answering import AskConfig
-from anthology.method.backstories import BackstoryConfig
-from anthology.method.baselines import BASELINES
-from anthology.method.demographics import DemographicsConfig
-from anthology.method.matching import METHODS as MATCHING_METHODS
+from anthology.method.settings import BASELINES, AskConfig, BackstoryConfig, DemographicsConfig, Method
+from anthology.method.settings import METHODS as MATCHING_METHODS
 from anthology.settings import Settings, describe_error
 
 #: The Anthology personas of each matching method.
@@ -85,9 +82,7 @@ class BackstoriesSettings(BackstoryConfig):
 
 
 class MatchSettings(Settings):
-    methods: tuple[Literal["greedy", "max-weight", "random"], ...] = Field(
-        MATCHING_METHODS, min_length=1, description="Matching methods."
-    )
+    methods: tuple[Method, ...] = Field(MATCHING_METHODS, min_length=1, description="Matching methods.")
     objective: Literal["weight", "log"] = Field(
         "weight", description="max-weight: maximise the sum of weights (the paper) or of log-weights."
     )

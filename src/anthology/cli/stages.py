@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -22,7 +22,9 @@ from anthology.cli.options import settings_options
 from anthology.config import PROFILES, SECTIONS, RunConfig, SurveySettings, load_config
 from anthology.errors import ConfigError
 from anthology.settings import Settings
-from anthology.store import RunDir
+
+if TYPE_CHECKING:
+    from anthology.store import RunDir
 
 run_dir_argument = click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 seed_option = click.option(
@@ -39,7 +41,7 @@ FLAGS: dict[str, dict[str, tuple[str, ...]]] = {
     "survey": {"name": ("--survey",)},
     "matching": {"methods": ("--method", "--methods")},
 }
-Shown = Callable[[dict[str, Any], RunDir], None]
+Shown = Callable[[dict[str, Any], "RunDir"], None]
 
 
 def _print_table(title: str, frame) -> None:
@@ -69,6 +71,8 @@ def stage_config(
     """A stage command's settings: the run's recorded configuration (a new directory: the profile's
     defaults) with the sections' values ``given`` by flags. A model named by ``--model`` other than the
     run's starts from the model defaults; other model flags change the recorded model."""
+    from anthology.store import RunDir
+
     recorded = (RunDir(run_dir).manifest().get("config") if run_dir.is_dir() else None) or {}
     base = dict(recorded)
     model_flags = model_flags or {}

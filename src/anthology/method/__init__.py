@@ -16,11 +16,37 @@ panel = anthology_panel(matches, stories, survey=survey)
 answers, distributions = ask(model, panel, survey.questionnaire, seed=0)
 """
 
-from anthology.method.answering import AskConfig, ask, compliance
-from anthology.method.backstories import BackstoryConfig, generate_backstories, summary
-from anthology.method.baselines import anthology_panel, baseline_contexts, dp_backstories, dp_panel
-from anthology.method.demographics import DemographicsConfig, agreement, survey_demographics
-from anthology.method.matching import match_survey
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+#: Where each public name lives; the submodules load on first use, so that importing
+#: ``anthology.method.settings`` or ``anthology.method.prompts`` (as the command line does to build its
+#: flags) does not import pandas.
+_HOMES = {
+    "AskConfig": "settings",
+    "BackstoryConfig": "settings",
+    "DemographicsConfig": "settings",
+    "ask": "answering",
+    "compliance": "answering",
+    "generate_backstories": "backstories",
+    "summary": "backstories",
+    "anthology_panel": "baselines",
+    "baseline_contexts": "baselines",
+    "dp_backstories": "baselines",
+    "dp_panel": "baselines",
+    "agreement": "demographics",
+    "survey_demographics": "demographics",
+    "match_survey": "matching",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"anthology.method.{_HOMES[name]}"), name)
+
 
 __all__ = [
     "AskConfig",

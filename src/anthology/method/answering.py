@@ -39,11 +39,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import Field
 
 from anthology.errors import ConfigError
 from anthology.method import prompts
@@ -51,12 +50,9 @@ from anthology.method.backstories import context_prompt
 from anthology.method.demographics import continuations, question_prompt
 from anthology.method.parsing import parse_choice
 from anthology.method.seeds import stable_int, uniform
+from anthology.method.settings import AskConfig
 from anthology.models.base import GenerateRequest, LanguageModel, Prompt, ScoreRequest
-from anthology.settings import Settings
 from anthology.surveys.schema import Question, Questionnaire
-
-ContextMode = Literal["sequential", "independent"]
-Mode = Literal["sample", "logprob"]
 
 #: The columns of a panel: who answers, and the context they answer in.
 PANEL_COLUMNS = ("method", "respondent_id", "persona_id", "style", "context")
@@ -79,24 +75,6 @@ DISTRIBUTION_COLUMNS = ("method", "question_id", "position", "option", "probabil
 #: About how many prompts are built and answered at a time (whole members: all their questions), or
 #: four of the model's cache chunks where that is more (Ray: 512 per worker).
 BLOCK_REQUESTS = 16_384
-
-
-class AskConfig(Settings):
-    """Answering parameters (defaults: the paper's, except ``max_attempts``: the paper allowed 100)."""
-
-    context: ContextMode = Field(
-        "sequential", description="Earlier answers kept in context (the paper), or each question on its own."
-    )
-    mode: Mode = Field("sample", description="Sampled and parsed answers (the paper) or log-prob scoring.")
-    shuffle_questions: bool = Field(True, description="Shuffle the question order per member.")
-    reverse_options: bool = Field(True, description="Reverse the option order for half the members.")
-    max_attempts: int = Field(
-        20, ge=1, le=1000, description="Samples per question before an answer counts as non-compliant."
-    )
-    temperature: float = Field(1.0, ge=0, le=10, description="Sampling temperature.")
-    max_tokens: int = Field(128, ge=1, description="Max tokens per sampled answer.")
-    stop: tuple[str, ...] = Field(("\n", "Question:"), description="Stop strings of a sampled answer.")
-    instruction: str = Field(prompts.ANSWER_INSTRUCTION, description="The answering instruction.")
 
 
 @dataclass

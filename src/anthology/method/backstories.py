@@ -13,41 +13,16 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Literal
 
 import pandas as pd
-from pydantic import Field
 
 from anthology.errors import BackendError
 from anthology.method import filters, prompts
 from anthology.method.seeds import stable_int
+from anthology.method.settings import BackstoryConfig, Style
 from anthology.models.base import GenerateRequest, LanguageModel, Prompt, ScoreRequest
-from anthology.settings import Settings
 
-Style = Literal["completion", "chat"]
 _YES = re.compile(r"\byes\b", re.I)
-
-
-class BackstoryConfig(Settings):
-    """Generation and filtering parameters (defaults: the paper's)."""
-
-    style: Style = Field(
-        "completion", description="Interview as completion text (base models, the paper) or chat turns."
-    )
-    temperature: float = Field(1.0, ge=0, le=10, description="Sampling temperature.")
-    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
-    max_tokens: int = Field(1500, ge=1, description="Max tokens per backstory.")
-    stop: tuple[str, ...] = Field(prompts.BACKSTORY_STOP, description="Stop strings.")
-    question: str = Field(prompts.BACKSTORY_QUESTION, min_length=1, description="The interview question.")
-    preamble: bool = Field(True, description='Open with the "Are you a US citizen?" turn.')
-    min_tokens: int = Field(41, ge=0, description="Drop backstories with fewer tokens.")
-    min_words: int = Field(0, ge=0, description="Drop backstories with fewer words.")
-    first_person: Literal["heuristic", "judge", "off"] = Field(
-        "heuristic", description="First-person narrative check."
-    )
-    near_duplicate: float = Field(
-        0.8, ge=0, description="Jaccard similarity above which a backstory is a near duplicate (>1: off)."
-    )
 
 
 def context_prompt(style: str, context: str) -> Prompt:

@@ -33,12 +33,12 @@ from anthology.method.answering import PANEL_COLUMNS
 from anthology.method.backstories import BackstoryConfig, drop_reasons, stored_prompt
 from anthology.method.backstories import Style as PromptStyle
 from anthology.method.seeds import stable_int
+from anthology.method.settings import BASELINES
 from anthology.models.base import GenerateRequest, LanguageModel, Prompt
 from anthology.surveys.schema import Survey
 from anthology.surveys.traits import CANONICAL_TRAITS
 
 Style = Literal["qa", "bio", "portray"]
-BASELINES = ("qa", "bio", "portray", "nothing")
 DP_TEMPERATURE = 1.1
 
 

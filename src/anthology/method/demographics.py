@@ -29,39 +29,23 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import Field
 
 from anthology.method import prompts
 from anthology.method.backstories import context_prompt
 from anthology.method.parsing import parse_choice
 from anthology.method.seeds import stable_int
+from anthology.method.settings import DemographicsConfig
 from anthology.models.base import GenerateRequest, LanguageModel, Prompt, ScoreRequest
-from anthology.settings import Settings
 from anthology.surveys.schema import Trait
 from anthology.surveys.traits import CANONICAL_TRAITS
 
-Mode = Literal["sample", "logprob"]
 NUMERIC_TRAITS = frozenset({"age", "income"})
 #: About how many prompts are built and answered at a time (whole personas: all their traits), or
 #: four of the model's cache chunks where that is more (Ray: 512 per worker).
 BLOCK_REQUESTS = 16_384
-
-
-class DemographicsConfig(Settings):
-    """How each backstory answers the demographic survey (defaults: the paper's)."""
-
-    mode: Mode = Field(
-        "sample", description="Parsed samples per question (the paper) or one log-prob scoring pass."
-    )
-    samples: int = Field(40, ge=1, le=10_000, description="Samples per question in sample mode.")
-    temperature: float = Field(1.0, ge=0, le=10, description="Sampling temperature.")
-    max_tokens: int = Field(128, ge=1, description="Max tokens per sampled answer.")
-    stop: tuple[str, ...] = Field(("\n", "Question"), description="Stop strings of a sampled answer.")
-    traits: tuple[str, ...] = Field(tuple(CANONICAL_TRAITS), min_length=1, description="Traits to ask.")
 
 
 def swapped(seed: int, persona_id: str) -> bool:
@@ -96,7 +80,11 @@ def survey_demographics(
     # Personas in blocks of about BLOCK_REQUESTS prompts: a block's prompts and replies are dropped once
     # its rows are a frame (100,000 backstories x 8 traits would be 800,000 prompts, each holding its
     # backstory, and 6.5 million row dicts at once).
-    step = max(1, max(BLOCK_REQUESTS, 4 * getattr(model, "chunk_size", 0)) // max(1, len(config.traits)))
+    step = max(
+        1,
+        max(BLOCK_REQUESTS, 4 * getattr(model, "chunk_size", 0))
+        // max(1, len(config.traits or CANONICAL_TRAITS)),
+    )
     frames = [
         _survey_block(model, kept.iloc[start : start + step], seed, config)
         for start in range(0, len(kept), step)
@@ -114,7 +102,7 @@ def _survey_block(
     for row in kept.itertuples():
         context = context_prompt(row.style, row.context)
         flip = swapped(seed, row.persona_id)
-        for name in config.traits:
+        for name in config.traits or CANONICAL_TRAITS:
             trait = CANONICAL_TRAITS[name]
             wording, options = trait.asked(flip)
             block = prompts.multiple_choice(wording, options)

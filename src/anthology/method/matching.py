@@ -53,12 +53,11 @@ import numpy as np
 import pandas as pd
 
 from anthology.errors import ConfigError
+from anthology.method.settings import METHODS, Method
 from anthology.surveys.schema import Survey, SurveyTrait
 from anthology.surveys.traits import CANONICAL_TRAITS
 
-Method = Literal["greedy", "max-weight", "random"]
 Objective = Literal["weight", "log"]
-METHODS: tuple[Method, ...] = ("greedy", "max-weight", "random")
 MEMORY_BUDGET = 2 * 2**30  # bytes: max-weight's dense n_humans x n_personas float64 matrix must fit
 CANDIDATES = 32  # k of top-k pruning: a profile with c humans keeps its best c + k - 1 personas
 EDGE_MEMORY = 4 * 2**30  # bytes: pruned max-weight's candidate edges; k stops doubling there

@@ -1,0 +1,76 @@
+"""The method's settings and names, apart from the stages' code so that the command line can build
+its flags from them without importing pandas or the models: each stage's configuration (defaults: the
+paper's) and the names of the matching methods and baselines."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from anthology.method.prompts import ANSWER_INSTRUCTION, BACKSTORY_QUESTION, BACKSTORY_STOP
+from anthology.settings import Settings
+
+Style = Literal["completion", "chat"]
+Mode = Literal["sample", "logprob"]
+ContextMode = Literal["sequential", "independent"]
+Method = Literal["greedy", "max-weight", "random"]
+#: The matching methods.
+METHODS: tuple[Method, ...] = ("greedy", "max-weight", "random")
+#: The demographic-prompting baselines (DP, which writes backstories, is apart).
+BASELINES = ("qa", "bio", "portray", "nothing")
+
+
+class BackstoryConfig(Settings):
+    """Generation and filtering parameters (defaults: the paper's)."""
+
+    style: Style = Field(
+        "completion", description="Interview as completion text (base models, the paper) or chat turns."
+    )
+    temperature: float = Field(1.0, ge=0, le=10, description="Sampling temperature.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    max_tokens: int = Field(1500, ge=1, description="Max tokens per backstory.")
+    stop: tuple[str, ...] = Field(BACKSTORY_STOP, description="Stop strings.")
+    question: str = Field(BACKSTORY_QUESTION, min_length=1, description="The interview question.")
+    preamble: bool = Field(True, description='Open with the "Are you a US citizen?" turn.')
+    min_tokens: int = Field(41, ge=0, description="Drop backstories with fewer tokens.")
+    min_words: int = Field(0, ge=0, description="Drop backstories with fewer words.")
+    first_person: Literal["heuristic", "judge", "off"] = Field(
+        "heuristic", description="First-person narrative check."
+    )
+    near_duplicate: float = Field(
+        0.8, ge=0, description="Jaccard similarity above which a backstory is a near duplicate (>1: off)."
+    )
+
+
+class DemographicsConfig(Settings):
+    """How each backstory answers the demographic survey (defaults: the paper's)."""
+
+    mode: Mode = Field(
+        "sample", description="Parsed samples per question (the paper) or one log-prob scoring pass."
+    )
+    samples: int = Field(40, ge=1, le=10_000, description="Samples per question in sample mode.")
+    temperature: float = Field(1.0, ge=0, le=10, description="Sampling temperature.")
+    max_tokens: int = Field(128, ge=1, description="Max tokens per sampled answer.")
+    stop: tuple[str, ...] = Field(("\n", "Question"), description="Stop strings of a sampled answer.")
+    traits: tuple[str, ...] | None = Field(
+        None, min_length=1, description="Traits to ask (default: the eight canonical traits)."
+    )
+
+
+class AskConfig(Settings):
+    """Answering parameters (defaults: the paper's, except ``max_attempts``: the paper allowed 100)."""
+
+    context: ContextMode = Field(
+        "sequential", description="Earlier answers kept in context (the paper), or each question on its own."
+    )
+    mode: Mode = Field("sample", description="Sampled and parsed answers (the paper) or log-prob scoring.")
+    shuffle_questions: bool = Field(True, description="Shuffle the question order per member.")
+    reverse_options: bool = Field(True, description="Reverse the option order for half the members.")
+    max_attempts: int = Field(
+        20, ge=1, le=1000, description="Samples per question before an answer counts as non-compliant."
+    )
+    temperature: float = Field(1.0, ge=0, le=10, description="Sampling temperature.")
+    max_tokens: int = Field(128, ge=1, description="Max tokens per sampled answer.")
+    stop: tuple[str, ...] = Field(("\n", "Question:"), description="Stop strings of a sampled answer.")
+    instruction: str = Field(ANSWER_INSTRUCTION, description="The answering instruction.")
