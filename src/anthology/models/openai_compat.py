@@ -504,12 +504,13 @@ class OpenAICompatModel:
 
     @property
     def identity(self) -> dict[str, Any]:
-        # top_logprobs changes imputed option scores and scoring changes every score, so both are
-        # part of what identifies an answer. Probes a completions server on first use.
+        # chat picks the endpoint, top_logprobs changes imputed option scores and scoring changes every
+        # score, so all are part of what identifies an answer. Probes a completions server on first use.
         return {
             "backend": "openai",
             "base_url": self._public_base_url,
             "model": self._model,
+            "chat": self._chat,
             "top_logprobs": self._top_logprobs,
             "scoring": self.scoring,
         }
