@@ -32,6 +32,14 @@ Scripted faults are consumed one per request, in arrival order::
     ("status", 400, "bad request message") # status with an error message
     ("sleep", 1.0)                         # sleep, then answer normally (to trigger timeouts)
     ("malformed",)                         # 200 with a body that is not JSON
+    ("corrupt", "nan")                     # 200 with a nonsense answer, see below
+
+A nonsense answer (``("corrupt", MODE)`` for one request, ``corrupt=MODE`` for every one) is the
+normal answer with one thing wrong: ``"nan"``, ``"inf"`` or ``"positive"`` (every log-probability NaN,
++infinity or +2.0), ``"empty-top"`` (no top-k alternatives), ``"extra-choice"`` (one choice more than
+asked), ``"number-text"`` (texts that are numbers), ``"top-sum"`` (alternatives holding 1.5 of the
+probability mass), or ``"html"`` (a web page with status 200, as a site's front page answers).
+Requests may carry a query string (``?api-key=...``): it is recorded and ignored.
 
 ``delay`` adds a sleep to every request; ``max_in_flight`` counts the most concurrent requests.
 """
@@ -199,6 +207,61 @@ def completion_text(prompt: Any, seed: int | None, index: int) -> str:
     return f"echo:{digest[:8]} {digest[8:16]}"
 
 
+CORRUPTIONS = ("nan", "inf", "positive", "empty-top", "extra-choice", "number-text", "top-sum", "html")
+_BAD_LOGPROB = {"nan": math.nan, "inf": math.inf, "positive": 2.0}
+HTML_PAGE = b"<!DOCTYPE html><html><head><title>Welcome</title></head><body>It works!</body></html>"
+
+
+def corrupt(payload: dict[str, Any], mode: str) -> dict[str, Any]:
+    """``payload`` (an answer) with the fault ``mode`` (see the module docstring; not "html")."""
+    if mode not in CORRUPTIONS or mode == "html":
+        raise ValueError(f"unknown corruption {mode!r}")
+    out = json.loads(json.dumps(payload))
+    choices = out["choices"]
+    if mode == "extra-choice":
+        choices.append({**choices[-1], "index": len(choices)})
+        return out
+    for choice in choices:
+        if mode == "number-text":
+            if "message" in choice:
+                choice["message"]["content"] = 123
+            else:
+                choice["text"] = 123
+            continue
+        logprobs = choice.get("logprobs")
+        if isinstance(logprobs, dict):
+            _corrupt_logprobs(logprobs, mode)
+    return out
+
+
+def _corrupt_logprobs(logprobs: dict[str, Any], mode: str) -> None:
+    bad = _BAD_LOGPROB.get(mode)
+    if "content" in logprobs:
+        for item in logprobs["content"]:
+            if mode == "empty-top":
+                item["top_logprobs"] = []
+            elif mode == "top-sum":
+                item["top_logprobs"] = [{"token": t, "logprob": math.log(0.75)} for t in ("x", "y")] + [
+                    {"token": item["token"], "logprob": math.log(0.75)}
+                ]
+                item["logprob"] = math.log(0.75)
+            else:
+                item["logprob"] = bad if item["logprob"] is not None else None
+                for alt in item["top_logprobs"]:
+                    alt["logprob"] = bad
+        return
+    if mode == "empty-top":
+        logprobs["top_logprobs"] = [{} for _ in logprobs["tokens"]]
+    elif mode == "top-sum":
+        logprobs["top_logprobs"] = [{"x": math.log(0.75), t: math.log(0.75)} for t in logprobs["tokens"]]
+        logprobs["token_logprobs"] = [math.log(0.75) for _ in logprobs["tokens"]]
+    else:
+        logprobs["token_logprobs"] = [bad if v is not None else None for v in logprobs["token_logprobs"]]
+        logprobs["top_logprobs"] = [
+            {t: bad for t in entry} if entry is not None else None for entry in logprobs["top_logprobs"]
+        ]
+
+
 def _tokens(text: str) -> int:
     return (len(text) + 3) // 4
 
@@ -210,6 +273,8 @@ class RecordedRequest:
     headers: dict[str, str]
     in_flight: int = 0
     """Requests in flight at the server when this one arrived (itself included)."""
+    query: str = ""
+    """The request's query string (without ``?``)."""
 
 
 class _Server(ThreadingHTTPServer):
@@ -237,7 +302,8 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(raw)
         except ValueError:
             body = None
-        fault = fake._enter(self.path, body, {k.lower(): v for k, v in self.headers.items()})
+        self.path, _, query = self.path.partition("?")
+        fault = fake._enter(self.path, body, {k.lower(): v for k, v in self.headers.items()}, query)
         self._counted = True
         try:
             if fake.delay:
@@ -261,6 +327,8 @@ class _Handler(BaseHTTPRequestHandler):
             elif kind == "malformed":
                 self._send(200, b'{"choices": [ {"text": "trunc', "application/json")
                 return
+            elif kind == "corrupt":
+                pass  # answered below
             elif kind == "status":
                 status = int(fault[1])
                 extra = fault[2] if len(fault) > 2 else None
@@ -286,7 +354,11 @@ class _Handler(BaseHTTPRequestHandler):
         except _Refusal as refusal:
             self._error(refusal.status, refusal.message)
             return
-        self._json(200, payload)
+        mode = fault[1] if fault is not None and fault[0] == "corrupt" else fake.corrupt
+        if mode == "html":
+            self._send(200, HTML_PAGE, "text/html; charset=utf-8")
+            return
+        self._json(200, corrupt(payload, mode) if mode else payload)
 
     def _error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         payload = {"error": {"message": message, "type": "fake", "code": status}}
@@ -348,6 +420,8 @@ class FakeOpenAIServer:
     echo_offsets: str | None = "cumulative"
     """"cumulative": ``text_offset`` sums the tokens' strings from 0, BOS included (vLLM); "text":
     offsets into the prompt, no BOS token (llama-cpp-python); None: no ``text_offset``."""
+    corrupt: str | None = None
+    """When set, every answer is a nonsense one of this kind (see the module docstring)."""
     model: ToyModel = field(default_factory=ToyModel)
 
     def __post_init__(self) -> None:
@@ -412,11 +486,11 @@ class FakeOpenAIServer:
             self.requests.clear()
             self.max_in_flight = self.in_flight
 
-    def _enter(self, path: str, body: Any, headers: dict[str, str]) -> Fault | None:
+    def _enter(self, path: str, body: Any, headers: dict[str, str], query: str = "") -> Fault | None:
         with self._lock:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
-            self.requests.append(RecordedRequest(path, body, headers, self.in_flight))
+            self.requests.append(RecordedRequest(path, body, headers, self.in_flight, query))
             return self.faults.popleft() if self.faults else None
 
     def _leave(self) -> None:

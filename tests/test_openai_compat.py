@@ -72,7 +72,7 @@ def test_identity_strips_credentials_from_url() -> None:
     model = OpenAICompatModel(
         model="m", base_url="http://user:pw@localhost:8000/v1/", api_key_env=None, scoring="top-k"
     )
-    assert model.identity["base_url"] == "http://localhost:8000/v1"
+    assert model.identity["base_url"] == "http://***@localhost:8000/v1"  # redacted, not dropped
     assert model.identity["scoring"] == "top-k"  # told, not probed: nothing is sent
     assert "pw" not in repr(model)
 

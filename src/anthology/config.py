@@ -48,6 +48,12 @@ class ModelSettings(Settings):
     timeout: float | None = Field(
         None, gt=0, description="Base seconds per server request (default 60; longer work gets more)."
     )
+    retries: int | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description="Retries of a failed server request: 429, 5xx, timeout, bad answer (default 6).",
+    )
     device: str | None = Field(None, description="Device for local models: auto, cpu, cuda, cuda:1 ...")
     dtype: str | None = Field(None, description="dtype for local models: auto, float32, bfloat16, float16.")
     decoding: Literal["auto", "eager", "static", "compiled"] | None = Field(

@@ -25,6 +25,7 @@ from anthology.method.baselines import BASELINES, anthology_panel, baseline_cont
 from anthology.method.demographics import agreement, survey_demographics
 from anthology.method.matching import match_survey
 from anthology.models.base import LanguageModel
+from anthology.redact import redact_values
 from anthology.store import RunDir
 from anthology.surveys import Survey, load_survey
 
@@ -127,7 +128,7 @@ def run_survey(run: RunDir) -> Survey:
 def model_record(model: LanguageModel) -> dict[str, Any]:
     """What the manifest keeps about the model besides its settings: its full identity and how it
     scores options."""
-    return {"identity": model.identity, "scoring": model.capabilities.scoring}
+    return redact_values({"identity": model.identity, "scoring": model.capabilities.scoring})
 
 
 def ask(stage: StageRun) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from anthology.hashing import fingerprint
 from anthology.models.cached_model import CachedModel
 from anthology.models.response_cache import ResponseCache
 from anthology.pipeline import Stage
+from anthology.redact import redact, redact_values
 from anthology.store import RunDir
 from anthology.surveys import Survey, survey_content_hash
 from anthology.surveys.traits import CANONICAL_TRAITS
@@ -106,7 +107,7 @@ def check_capabilities(model: Any, config: RunConfig, stages: Sequence[str] | No
     )
     if needs_scores and not caps.logprobs:
         raise CapabilityError(
-            f"model {config.model.name!r} returns no log-probabilities, so logprob mode cannot run: "
+            f"model {redact(config.model.name)!r} returns no log-probabilities, so logprob mode cannot run: "
             "use demographics.mode: sample and ask.mode: sample (or --profile paper)"
         )
 
@@ -230,7 +231,7 @@ def _dry_run(study: Plan, model: CachedModel, console: Console) -> None:
     from rich.table import Table
 
     rates = calibrate(model.model)
-    table = Table(title=f"dry run: {study.config.model.name} on {study.config.survey.name}")
+    table = Table(title=f"dry run: {redact(study.config.model.name)} on {study.config.survey.name}")
     for column in ("stage", "requests", "samples", "prompt tokens", "max generated tokens", "estimate"):
         table.add_column(column, justify="right")
     total = 0.0
@@ -334,7 +335,7 @@ def _run_stage(
     started = time.perf_counter()
     info = stage.execute(pipeline.StageRun(run, config, model if stage.model else None, compare_modes))
     seconds = time.perf_counter() - started
-    dumped = config.model_dump()
+    dumped = redact_values(config.model_dump())  # the manifest (and the report) keep no secret
     entry: dict[str, Any] = {
         **info,
         "fingerprint": fingerprint(parts),

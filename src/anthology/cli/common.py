@@ -12,6 +12,8 @@ import click
 
 from anthology.cli.options import settings_options
 from anthology.config import ExecutorSettings, ModelSettings
+from anthology.errors import ConfigError
+from anthology.redact import has_redaction
 
 #: The flags whose names differ from their fields'.
 MODEL_FLAGS = {"name": ("--model",)}
@@ -74,6 +76,7 @@ def open_model(
     from anthology.models.registry import load_model
     from anthology.models.response_cache import ResponseCache, default_cache_path
 
+    _refuse_redacted(model, executor)
     if model.name.startswith("openai:"):
         backend = {
             "base_url": model.base_url,
@@ -81,6 +84,7 @@ def open_model(
             "chat": model.chat or None,
             "scoring": model.scoring,
             "timeout": model.timeout,
+            "max_retries": model.retries,
         }
     else:
         backend = {
@@ -101,3 +105,14 @@ def open_model(
         loaded = load_model(model.name, **backend)
     cache = None if no_cache else ResponseCache(cache_path or default_cache_path())
     return CachedModel(loaded, cache, progress=progress, **chunking), cache
+
+def _refuse_redacted(model: ModelSettings, executor: ExecutorSettings) -> None:
+    """A run records its settings without secrets (:mod:`anthology.redact`): a URL recorded with one
+    cannot be used again, and the stage command must be given it again."""
+    for value, what, flag in (
+        (model.name, "model name", "--model"),
+        (model.base_url, "base URL", "--base-url"),
+        (executor.address, "Ray address", "--ray-address"),
+    ):
+        if has_redaction(value):
+            raise ConfigError(f"the recorded {what} had a secret that was not stored: give {flag} again")

@@ -21,6 +21,7 @@ from anthology.cli.common import model_options
 from anthology.cli.options import settings_options
 from anthology.config import PROFILES, SECTIONS, RunConfig, SurveySettings, load_config
 from anthology.errors import ConfigError
+from anthology.redact import redact
 from anthology.settings import Settings
 
 if TYPE_CHECKING:
@@ -76,7 +77,8 @@ def stage_config(
     recorded = (RunDir(run_dir).manifest().get("config") if run_dir.is_dir() else None) or {}
     base = dict(recorded)
     model_flags = model_flags or {}
-    if "name" in model_flags and model_flags["name"] != recorded.get("model", {}).get("name"):
+    # (the recorded name has its secrets redacted: the same name given again is the same model)
+    if "name" in model_flags and redact(model_flags["name"]) != recorded.get("model", {}).get("name"):
         base.pop("model", None)
     overrides = {
         f"{section}.{key}": value for section, values in given.items() for key, value in values.items()

@@ -39,8 +39,21 @@ token is learnt from the server: it doubles after a timeout, and an answer that 
 its timeout raises it to twice what that answer needed (vLLM goes on computing a request whose client
 gave up, so a resent request only lengthens the queue: a slow server is waited for instead).
 Transient failures (429, 5xx, timeouts, connection errors, malformed bodies) are retried with
-exponential backoff and jitter; other 4xx answers fail at once. The API key is read from an
-environment variable and never appears in identity, repr, logs or errors.
+exponential backoff and jitter, ``max_retries`` times; each retry is counted and, at most once per
+10 s, a warning says how many there were so far and the last reason (a slow or hung server is not
+silent). Other 4xx answers fail at once, and so does a 2xx answer carrying an HTML page (a base URL
+that points at a web site, not at the API).
+
+**Answers are checked** before they are returned (and so before a cache stores them): every
+log-probability read must be a finite number <= 0 (up to ``1e-4`` of float rounding above 0, read
+as 0), each generated token's top-k alternatives must be present and their probabilities sum to at
+most 1 (``1e-3`` of rounding allowed), a request gets as many choices as it asked for (or one, from a
+server that ignores ``n``), and texts are strings. Anything else is a protocol error, retried like a
+server error; the last one ends in one line that names the server and what it sent.
+
+The API key is read from an environment variable and never appears in identity, repr, logs or
+errors; a credential in the base URL (``user:password@``, ``?api-key=``...) is sent but redacted
+(:mod:`anthology.redact`) from the identity and every message.
 """
 
 from __future__ import annotations
@@ -61,7 +74,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -78,6 +91,7 @@ from anthology.models.base import (
     sample_seed,
     split_context_space,
 )
+from anthology.redact import redact, redact_url, url_secrets
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +113,13 @@ _PROBE_TRANSIENT = frozenset({429, 502, 503, 504})
 #: How far (in log-probability) an echoed score may differ from the generated one and still count as
 #: the same number: prompt and decoding passes round differently in half precision.
 _ECHO_TOLERANCE = 0.05
+#: How far above 0 a log-probability may be and still be read (as 0): the float32 rounding of a
+#: certain token's ``logit - logsumexp`` is a few units in the last place of logits of ~30, ~1e-5.
+_LOGPROB_SLACK = 1e-4
+#: How far above 1 the probabilities of one token's top-k alternatives may sum (rounding).
+_TOP_K_SLACK = 1e-3
+#: The fewest seconds between two warnings that requests are being retried.
+_NOTICE_INTERVAL_S = 10.0
 _PROBE: tuple[tuple[str, str], ...] = (("The sky is", " blue"), ("The grass is", " green"))
 """Contexts and options of the echo probe: boundaries before a space-led word, which every tokeniser
 keeps, so a server that echoes scores both."""
@@ -253,6 +274,35 @@ class _AdaptiveLimit:
             future.set_result(None)
 
 
+class _RetryNotice:
+    """Tells, as a warning (shown at the default verbosity), that requests to a server are being
+    retried: how many retries so far and the last reason, at most once per :data:`_NOTICE_INTERVAL_S`
+    seconds, so a slow or hung server is not silent while it is waited for."""
+
+    def __init__(self, server: str, interval: float = _NOTICE_INTERVAL_S) -> None:
+        self.server = server
+        self.interval = interval
+        self.count = 0
+        self._shown = -math.inf
+        self._lock = threading.Lock()
+
+    def retried(self, reason: str) -> None:
+        with self._lock:
+            self.count += 1
+            now = time.monotonic()
+            if now - self._shown < self.interval:
+                return
+            self._shown = now
+            count = self.count
+        logger.warning(
+            "%s is slow or failing: %d %s so far, last: %s",
+            self.server,
+            count,
+            "retry" if count == 1 else "retries",
+            reason,
+        )
+
+
 @dataclass
 class _Session:
     """What one run of requests shares: the client and the in-flight limit."""
@@ -266,7 +316,7 @@ class _Session:
 
 
 class _Secret:
-    """Holds the API key; its repr never shows the value."""
+    """Holds the API key (or a URL with credentials); its repr never shows the value."""
 
     __slots__ = ("_value",)
 
@@ -309,10 +359,20 @@ def _is_local(url: str) -> bool:
 
 
 def _public_url(url: str) -> str:
-    """``url`` without any ``user:password@`` part and without a trailing slash."""
-    parts = urlsplit(url)
-    netloc = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment)).rstrip("/")
+    """``url`` with its credentials redacted (:func:`~anthology.redact.redact_url`), without a
+    trailing slash: what identity, logs and errors show."""
+    return redact_url(url.rstrip("/"))
+
+
+def _join(base: str, path: str) -> str:
+    """The URL of endpoint ``path`` (``/completions``) under ``base``, keeping ``base``'s query
+    (``?api-version=...``) after the path."""
+    parts = urlsplit(base)
+    return parts._replace(path=parts.path.rstrip("/") + path).geturl()
+
+
+def _tries(attempts: int) -> str:
+    return "1 attempt" if attempts == 1 else f"{attempts} attempts"
 
 
 def _one_line(text: str, limit: int = _MAX_SERVER_MESSAGE) -> str:
@@ -381,13 +441,13 @@ def _int(value: Any) -> int:
 def _choices(data: Any) -> list[dict[str, Any]]:
     """The ``choices`` of a response body, in index order; raises :class:`_BadResponse`."""
     if not isinstance(data, dict):
-        raise _BadResponse("response body is not a JSON object")
+        raise _BadResponse("a body that is not a JSON object")
     choices = data.get("choices")
     if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
         error = data.get("error")
         if error is not None:
-            raise _BadResponse(f"server error in body: {_one_line(json.dumps(error))}")
-        raise _BadResponse("response has no 'choices' list")
+            raise _BadResponse(f"an error in its body: {_one_line(json.dumps(error))}")
+        raise _BadResponse("no 'choices' list")
     if all(isinstance(c.get("index"), int) for c in choices):
         choices = sorted(choices, key=lambda c: c["index"])
     return choices
@@ -407,10 +467,37 @@ def _completion_count(data: dict[str, Any]) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _number(value: Any) -> float:
+def _shown(value: Any) -> str:
+    """A value as a protocol error quotes it: its repr, cut short."""
+    return _one_line(repr(value), 60)
+
+
+def _logprob(value: Any, token: Any) -> float:
+    """A log-probability the server sent for ``token``: a finite number <= 0 (one at most
+    :data:`_LOGPROB_SLACK` above 0 is float rounding and read as 0); raises :class:`_BadResponse`."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _BadResponse(f"log-probability is not a number: {value!r}")
-    return float(value)
+        raise _BadResponse(f"a log-probability that is not a number ({_shown(value)}) for {_shown(token)}")
+    value = float(value)
+    if not math.isfinite(value) or value > _LOGPROB_SLACK:
+        raise _BadResponse(f"a log-probability of {value!r} for {_shown(token)}")
+    return min(value, 0.0)
+
+
+def _checked_top(top: dict[str, float], token: str) -> dict[str, float]:
+    """A step's alternatives, which must be there and hold at most all of the probability mass."""
+    if not top:
+        raise _BadResponse(f"no top-k alternatives for {_shown(token)}")
+    total = sum(math.exp(lp) for lp in top.values())
+    if total > 1.0 + _TOP_K_SLACK:
+        raise _BadResponse(f"top-k probabilities that sum to {total:.4g} for {_shown(token)}")
+    return top
+
+
+def _is_html(response: httpx.Response) -> bool:
+    """Whether a response is a web page (HTML) rather than the API's JSON."""
+    if "html" in response.headers.get("content-type", "").lower():
+        return True
+    return response.content[:512].lstrip().lower().startswith((b"<!doctype html", b"<html"))
 
 
 def _no_logprobs() -> _Unusable:
@@ -433,7 +520,8 @@ class OpenAICompatModel:
         timeout_per_1k_tokens: seconds added to a request's timeout per 1000 tokens that it and the
             requests in flight with it may generate (``max_tokens * n`` for every prompt; an echoed
             prompt token counts as 0.3).
-        max_retries: retries of a transient failure.
+        max_retries: retries of a transient failure (429, 5xx, timeout, connection, an answer that
+            fails the checks); ``max_retries + 1`` attempts in all.
         backoff_base, backoff_max: the exponential backoff between retries, in seconds.
         top_logprobs: alternatives per token asked for when scoring from the top-k.
         max_context: the model's context length, when known (reported in capabilities).
@@ -475,7 +563,7 @@ class OpenAICompatModel:
         if scoring not in ("auto", "echo", "top-k"):
             raise ValueError(f"scoring must be 'auto', 'echo' or 'top-k', got {scoring!r}")
         self._model = model
-        self._base_url = base_url.rstrip("/")
+        self._base_url = _Secret(base_url.rstrip("/"))  # may hold credentials: sent, never shown
         self._public_base_url = _public_url(base_url)
         self._local = _is_local(base_url)
         self._api_key_env = api_key_env
@@ -492,6 +580,8 @@ class OpenAICompatModel:
         self._max_context = max_context
         self._scoring_choice = scoring
         self._transport = transport
+        self._notice = _RetryNotice(self._public_base_url)
+        self._url_secrets = [_Secret(secret) for secret in url_secrets(base_url)]
         key = os.environ.get(api_key_env) if api_key_env else None
         if not key and api_key_env and not self._local:
             raise MissingAPIKeyError(
@@ -734,22 +824,23 @@ class OpenAICompatModel:
                 out["seed"] = seed
             return out
 
-        def parse(data: Any) -> tuple[list[Sample], int]:
+        def parse(data: Any, n: int) -> tuple[list[Sample], int]:
             choices = _choices(data)
-            if not choices:
-                raise _BadResponse("response has no choices")
+            # n choices, or one from a server that ignores n (see run below)
+            if len(choices) != n and not (n > 1 and len(choices) == 1):
+                raise _BadResponse(f"{len(choices)} choices for n={n}")
             texts: list[str] = []
             for choice in choices:
                 if chat:
                     message = choice.get("message")
                     if not isinstance(message, dict):
-                        raise _BadResponse("a choice has no 'message' object")
+                        raise _BadResponse("a chat choice without a 'message' object")
                     text = message.get("content")
-                    text = "" if text is None else text
+                    text = "" if text is None else text  # the chat API allows a null content
                 else:
                     text = choice.get("text")
                 if not isinstance(text, str):
-                    raise _BadResponse("a choice has no text")
+                    raise _BadResponse(f"a text that is not a string ({_shown(text)})")
                 texts.append(text)
             prompt_tokens, completion_tokens = _usage(data)
             per_choice = [
@@ -770,7 +861,9 @@ class OpenAICompatModel:
             return sample_seed(request.seed, request.first_sample + k)
 
         async def one(session: _Session, k: int) -> tuple[list[Sample], int]:
-            return await self._post(session, path, body(1, seed_of(k)), parse, work=request.max_tokens)
+            return await self._post(
+                session, path, body(1, seed_of(k)), lambda d: parse(d, 1), work=request.max_tokens
+            )
 
         async def run(session: _Session) -> GenerateResult:
             facts = _facts(self._key_of())
@@ -780,11 +873,11 @@ class OpenAICompatModel:
                 samples = [s[0][0] for s in got]
                 return GenerateResult(samples=tuple(samples), prompt_tokens=got[0][1])
             samples, prompt_tokens = await self._post(
-                session, path, body(n, seed_of(0)), parse, work=request.max_tokens * n
+                session, path, body(n, seed_of(0)), lambda d: parse(d, n), work=request.max_tokens * n
             )
-            if len(samples) >= n:
+            if len(samples) == n:
                 facts.honours_n = True
-                return GenerateResult(samples=tuple(samples[:n]), prompt_tokens=prompt_tokens)
+                return GenerateResult(samples=tuple(samples), prompt_tokens=prompt_tokens)
             if facts.honours_n is not False:
                 facts.honours_n = False
                 logger.warning(
@@ -867,8 +960,8 @@ class OpenAICompatModel:
 
         def parse(data: Any) -> ScoreResult:
             choices = _choices(data)
-            if not choices:
-                raise _BadResponse("response has no choices")
+            if len(choices) != 1:
+                raise _BadResponse(f"{len(choices)} choices for one prompt")
             read, after = _steps(choices[0])
             logprobs, imputed = _walk_options(options, read, after)
             coverage = sum(math.exp(lp) for lp, filled in zip(logprobs, imputed, strict=True) if not filled)
@@ -886,13 +979,12 @@ class OpenAICompatModel:
 
     # -- async machinery ------------------------------------------------------------------------
 
-    def _path(self, path: str) -> str:
-        return urlsplit(self._public_base_url + path).path
-
     def _scrub(self, text: str) -> str:
-        if self._key is not None and self._key.reveal():
-            text = text.replace(self._key.reveal(), "***")
-        return text
+        """``text`` without the API key, the base URL's secrets and credentials in any URL in it."""
+        secrets = [s.reveal() for s in (*self._url_secrets, *([self._key] if self._key else []))]
+        for secret in sorted(secrets, key=len, reverse=True):
+            text = text.replace(secret, "***")
+        return redact(text)
 
     def _run_sync(self, factory: Callable[[], Awaitable[T]]) -> T:
         """Run a coroutine to completion, in a worker thread if this thread has a running loop."""
@@ -956,8 +1048,8 @@ class OpenAICompatModel:
         the request's size in generated-token equivalents; its timeout covers the work of every
         request in flight with it (a server computes them together), see :meth:`_request_timeout`.
         With ``probe``, an error status other than 429/502/503/504 raises :class:`_Rejected` at once."""
-        url = self._base_url + path
-        url_path = self._path(path)
+        url = _join(self._base_url.reveal(), path)
+        shown = _join(self._public_base_url, path)
         attempts = self._max_retries + 1
         last = ""
         never_connected = True
@@ -981,7 +1073,7 @@ class OpenAICompatModel:
                     self._learn_pace(in_flight, timeout, None)
                 except httpx.TransportError as exc:
                     never_connected = False
-                    last = f"{type(exc).__name__}: {_one_line(str(exc), 120)}"
+                    last = f"dropped the connection ({type(exc).__name__}: {_one_line(str(exc), 120)})"
                 else:
                     never_connected = False
                     self._learn_pace(in_flight, timeout, time.monotonic() - sent)
@@ -989,21 +1081,27 @@ class OpenAICompatModel:
                     if status in _CONGESTED_STATUSES:
                         outcome = _CONGESTED
                     if 200 <= status < 300:
+                        if _is_html(response):
+                            raise BackendError(
+                                f"{self._public_base_url} returned an HTML page, not JSON: is the base URL "
+                                "right? (it usually ends in /v1)"
+                            )
                         outcome = _OK
                         try:
                             return parse(response.json())
                         except _Unusable as exc:
-                            raise BackendError(f"{url_path} {self._scrub(str(exc))}") from None
+                            raise BackendError(f"{shown} {self._scrub(str(exc))}") from None
                         except (ValueError, _BadResponse) as exc:
-                            kind = "malformed JSON" if isinstance(exc, ValueError) else str(exc)
-                            last = f"HTTP {status} with an unexpected body ({kind})"
+                            outcome = _NEUTRAL
+                            what = "malformed JSON" if isinstance(exc, ValueError) else str(exc)
+                            last = f"returned {what}"
                     elif probe and status not in _PROBE_TRANSIENT and status not in (401, 403, 404):
                         raise _Rejected(status, self._scrub(_server_message(response)))
                     elif status == 429 or status >= 500:
                         retry_after = _retry_after(response)
-                        last = f"HTTP {status}: {_server_message(response)}"
+                        last = f"answered HTTP {status}: {_server_message(response)}"
                     else:
-                        raise self._client_error(url_path, status, _server_message(response))
+                        raise self._client_error(shown, status, _server_message(response))
             finally:
                 session.work -= work
                 session.limit.release(epoch, outcome)
@@ -1013,24 +1111,19 @@ class OpenAICompatModel:
                 break  # nothing listens there: say so quickly rather than back off for a minute
             if attempt + 1 < attempts:
                 delay = self._delay(attempt, retry_after)
-                logger.debug(
-                    "%s: %s; retry %d/%d in %.2fs",
-                    url_path,
-                    last,
-                    attempt + 1,
-                    self._max_retries,
-                    delay,
-                )
+                logger.debug("%s %s; retry %d/%d in %.2fs", shown, last, attempt + 1, attempts - 1, delay)
+                if not probe:
+                    self._notice.retried(last)
                 await asyncio.sleep(delay)
         if never_connected:
             raise ServerUnreachableError(
-                f"cannot reach {self._public_base_url}: is the server running? ({last}; {attempts} attempts)"
+                f"cannot reach {self._public_base_url}: is the server running? ({last}; {_tries(attempts)})"
             )
-        raise BackendError(f"{url_path} failed after {attempts} attempts: {last}")
+        raise BackendError(f"{shown} {last} ({_tries(attempts)})")
 
-    def _client_error(self, url_path: str, status: int, message: str) -> BackendError:
+    def _client_error(self, shown: str, status: int, message: str) -> BackendError:
         """The error for a 4xx answer that retrying will not fix."""
-        text = f"{url_path} answered HTTP {status}: {self._scrub(message)}"
+        text = f"{shown} answered HTTP {status}: {self._scrub(message)}"
         if status in (401, 403):
             if self._api_key_env:
                 text += f"; check the API key in the {self._api_key_env} environment variable"
@@ -1060,21 +1153,21 @@ def _echo_entries(choice: dict[str, Any]) -> _Echo:
     if logprobs is None:
         raise _no_logprobs()
     if not isinstance(logprobs, dict):
-        raise _BadResponse("choice 'logprobs' is not an object")
+        raise _BadResponse("'logprobs' that is not an object")
     tokens = logprobs.get("tokens")
     if isinstance(tokens, list):
         values = logprobs.get("token_logprobs")
         if not isinstance(values, list) or len(values) != len(tokens):
-            raise _BadResponse("'tokens' and 'token_logprobs' differ in length")
+            raise _BadResponse("'tokens' and 'token_logprobs' of different lengths")
         offsets = logprobs.get("text_offset")
         valid = isinstance(offsets, list) and len(offsets) == len(tokens)
         return _Echo(tokens, values, offsets if valid else None)
     content = logprobs.get("content")
     if isinstance(content, list):
         if not all(isinstance(item, dict) for item in content):
-            raise _BadResponse("a 'logprobs.content' entry is not an object")
+            raise _BadResponse("a 'logprobs.content' entry that is not an object")
         return _Echo([item.get("token") for item in content], [item.get("logprob") for item in content], None)
-    raise _BadResponse("choice 'logprobs' has neither 'tokens' nor 'content'")
+    raise _BadResponse("'logprobs' with neither 'tokens' nor 'content'")
 
 
 def _echo_option(echo: _Echo, prompt: str, context_len: int, generated: int) -> tuple[float, int] | None:
@@ -1140,7 +1233,7 @@ def _echo_option(echo: _Echo, prompt: str, context_len: int, generated: int) -> 
             return None  # this token holds the end of the context and the start of the option
         if prompt[start:stop] != token or values[j] is None:
             return None
-        total += _number(values[j])
+        total += _logprob(values[j], token)
         stop = start
         j -= 1
     first = j + 1
@@ -1179,7 +1272,7 @@ def _echo_parse(
     """Each prompt's option score (``None`` where it cannot be had exactly) and the prompt tokens."""
     choices = _choices(data)
     if len(choices) != len(prompts):
-        raise _BadResponse(f"returned {len(choices)} choices for {len(prompts)} prompts")
+        raise _BadResponse(f"{len(choices)} choices for {len(prompts)} prompts")
     found: list[tuple[float, int] | None] = []
     for choice, prompt in zip(choices, prompts, strict=True):
         echo = _echo_entries(choice)
@@ -1256,45 +1349,49 @@ def _steps(choice: dict[str, Any]) -> tuple[list[_Step], str]:
     if logprobs is None:
         raise _no_logprobs()
     if not isinstance(logprobs, dict):
-        raise _BadResponse("choice 'logprobs' is not an object")
+        raise _BadResponse("'logprobs' that is not an object")
     steps: list[_Step] = []
     if "content" in logprobs and "tokens" not in logprobs:
         content = logprobs.get("content") or []
         if not isinstance(content, list):
-            raise _BadResponse("'logprobs.content' is not a list")
+            raise _BadResponse("a 'logprobs.content' that is not a list")
         for item in content:
             if not isinstance(item, dict) or not isinstance(item.get("token"), str):
-                raise _BadResponse("a 'logprobs.content' entry has no token")
+                raise _BadResponse("a 'logprobs.content' entry without a token")
+            token = item["token"]
             alternatives = item.get("top_logprobs") or []
             if not isinstance(alternatives, list):
-                raise _BadResponse("'top_logprobs' of a content entry is not a list")
+                raise _BadResponse("a 'top_logprobs' that is not a list")
+            if not alternatives:
+                raise _BadResponse(f"no top-k alternatives for {_shown(token)}")
             top: dict[str, float] = {}
             for alt in alternatives:
                 if not isinstance(alt, dict) or not isinstance(alt.get("token"), str):
-                    raise _BadResponse("a top_logprobs entry has no token")
-                lp = _number(alt.get("logprob"))
+                    raise _BadResponse("a 'top_logprobs' entry without a token")
+                lp = _logprob(alt.get("logprob"), alt["token"])
                 top[alt["token"]] = max(lp, top.get(alt["token"], -math.inf))
-            lp = _number(item.get("logprob"))
-            top[item["token"]] = max(lp, top.get(item["token"], -math.inf))
-            steps.append(_Step(item["token"], lp, top))
+            lp = _logprob(item.get("logprob"), token)
+            top[token] = max(lp, top.get(token, -math.inf))
+            steps.append(_Step(token, lp, _checked_top(top, token)))
     elif "tokens" in logprobs or "top_logprobs" in logprobs:
         tokens = logprobs.get("tokens") or []
         values = logprobs.get("token_logprobs") or []
         tops = logprobs.get("top_logprobs") or []
         if not (isinstance(tokens, list) and isinstance(values, list) and isinstance(tops, list)):
-            raise _BadResponse("choice 'logprobs' lists are not lists")
-        if len(values) != len(tokens) or (tops and len(tops) != len(tokens)):
-            raise _BadResponse("choice 'logprobs' lists differ in length")
-        for i, token in enumerate(tokens):
-            lp = _number(values[i])
-            entry = tops[i] if tops else None
+            raise _BadResponse("'logprobs' fields that are not lists")
+        if len(values) != len(tokens) or len(tops) != len(tokens):
+            raise _BadResponse("'logprobs' lists of different lengths (tokens, their top-k)")
+        for token, value, entry in zip(tokens, values, tops, strict=True):
             if entry is not None and not isinstance(entry, dict):
-                raise _BadResponse("a 'top_logprobs' entry is not an object")
-            top = {str(t): _number(v) for t, v in (entry or {}).items()}
+                raise _BadResponse("a 'top_logprobs' entry that is not an object")
+            if not entry:
+                raise _BadResponse(f"no top-k alternatives for {_shown(token)}")
+            lp = _logprob(value, token)
+            top = {str(t): _logprob(v, t) for t, v in entry.items()}
             top[str(token)] = max(lp, top.get(str(token), -math.inf))
-            steps.append(_Step(str(token), lp, top))
+            steps.append(_Step(str(token), lp, _checked_top(top, str(token))))
     else:
-        raise _BadResponse("choice 'logprobs' has neither 'tokens' nor 'content'")
+        raise _BadResponse("'logprobs' with neither 'tokens' nor 'content'")
     finish = choice.get("finish_reason")
     if not steps and finish == "length":
         raise _BadResponse("no log-probabilities for the first token")
