@@ -192,3 +192,16 @@ def test_a_sentinel_key_in_every_position_is_sent_and_found_in_no_file(tmp_path,
     assert manifest["config"]["model"]["base_url"] == f"{base}?key=***"
     assert manifest["model"]["identity"]["base_url"] == f"{base}?key=***"
     assert manifest["model"]["api_key_env"] == KEY_ENV  # the variable's name, not its value
+
+
+def test_errors_that_quote_a_model_name_redact_it():
+    from anthology.errors import ConfigError
+    from anthology.models.registry import load_model
+
+    for spec, options in (
+        (f"http://user:{SENTINEL}@host/v1", {}),  # a URL given as --model
+        (f"openai:m@http://host/v1?api-key={SENTINEL}", {"device": "cpu"}),  # a local-only option
+    ):
+        with pytest.raises(ConfigError) as info:
+            load_model(spec, **options)
+        assert SENTINEL not in str(info.value) and "***" in str(info.value)

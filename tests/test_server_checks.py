@@ -161,6 +161,18 @@ def test_retries_are_shown_once_per_interval(caplog):
     ]
 
 
+def test_retries_of_the_first_probe_are_shown_too(caplog):
+    with FakeOpenAIServer() as server:
+        server.inject(("status", 503))
+        with caplog.at_level(logging.WARNING, logger="anthology"):
+            assert client(server).scoring == "echo"
+        base_url = server.base_url
+    shown = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert shown == [
+        f"{base_url} is slow or failing: 1 retry so far, last: answered HTTP 503: fake error 503"
+    ]
+
+
 def test_a_hung_server_is_reported_while_it_is_waited_for(tmp_path):
     """`anthology models try` at the default verbosity: a warning per retry interval, then one line."""
     with FakeOpenAIServer() as server:

@@ -494,10 +494,9 @@ def _checked_top(top: dict[str, float], token: str) -> dict[str, float]:
 
 
 def _is_html(response: httpx.Response) -> bool:
-    """Whether a response is a web page (HTML) rather than the API's JSON."""
-    if "html" in response.headers.get("content-type", "").lower():
-        return True
-    return response.content[:512].lstrip().lower().startswith((b"<!doctype html", b"<html"))
+    """Whether a response is a web page rather than the API's JSON: its body starts with markup
+    (``<!DOCTYPE html>``, ``<html>``), which no JSON does, whatever its content type says."""
+    return response.content[:512].lstrip().startswith(b"<")
 
 
 def _no_logprobs() -> _Unusable:
@@ -1112,8 +1111,7 @@ class OpenAICompatModel:
             if attempt + 1 < attempts:
                 delay = self._delay(attempt, retry_after)
                 logger.debug("%s %s; retry %d/%d in %.2fs", shown, last, attempt + 1, attempts - 1, delay)
-                if not probe:
-                    self._notice.retried(last)
+                self._notice.retried(last)
                 await asyncio.sleep(delay)
         if never_connected:
             raise ServerUnreachableError(

@@ -42,6 +42,7 @@ from anthology.models.base import (
     check_requests,
 )
 from anthology.models.registry import load_model
+from anthology.redact import redact
 
 SHARDS_PER_WORKER = 4
 MIN_SHARD = 32  # units: smaller shards would leave each replica batches too small to be efficient
@@ -128,7 +129,7 @@ class RayModel:
     ) -> None:
         if spec.startswith("openai:"):
             raise ConfigError(
-                f"the Ray executor replicates local models; {spec!r} is a server, which already runs "
+                f"the Ray executor replicates local models; {redact(spec)!r} is a server, which already runs "
                 "requests in parallel (up to 64 in flight): use the local executor"
             )
         if workers < 1:

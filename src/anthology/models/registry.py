@@ -22,6 +22,7 @@ from typing import Any
 from anthology.errors import MissingDependencyError, ModelNotFoundError
 from anthology.models.base import LanguageModel
 from anthology.models.presets import PRESETS, materialize
+from anthology.redact import redact
 
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 _LOCAL_OPTIONS = {"device", "dtype", "batch_size", "batch_tokens", "share_prefix", "decoding", "revision"}
@@ -63,7 +64,7 @@ def load_model(spec: str, **options: Any) -> LanguageModel:
     if path.is_dir() or (spec.startswith("hf:") and _HUB_ID.match(source)) or _HUB_ID.match(spec):
         return _hf(str(path) if path.is_dir() else source, **options)
     raise ModelNotFoundError(
-        f"unknown model {spec!r}: use a preset ({', '.join(PRESETS)}), a local folder or .gguf file, "
+        f"unknown model {redact(spec)!r}: use a preset ({', '.join(PRESETS)}), a local folder or .gguf file, "
         "a Hugging Face id like hf:ORG/NAME, or openai:MODEL@URL"
     )
 
@@ -72,7 +73,7 @@ def _check_options(spec: str, options: dict[str, Any], allowed: set[str]) -> Non
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise ModelNotFoundError(
-            f"option(s) {', '.join(unknown)} do not apply to model {spec!r}; "
+            f"option(s) {', '.join(unknown)} do not apply to model {redact(spec)!r}; "
             f"allowed: {', '.join(sorted(allowed))}"
         )
 
