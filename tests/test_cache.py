@@ -304,7 +304,7 @@ def test_duplicates_within_a_batch_are_computed_once(db):
     out = model.generate([req, req, GenerateRequest("dup", n=3, seed=4)])
     assert fake.units == 3
     assert out[0] == out[1] and out[2].samples[:2] == out[0].samples
-    assert model.stats.hits == 4 and model.stats.misses == 3
+    assert model.stats.duplicates == 4 and model.stats.hits == 0 and model.stats.misses == 3
 
     s = ScoreRequest("ctx", (" yes", " no"))
     scored = model.score([s, s, ScoreRequest("other", (" yes", " no")), s])
@@ -426,10 +426,10 @@ def test_schema_pragmas_and_migrations(tmp_path, monkeypatch):
     when = raw.execute("SELECT applied_at FROM _migrations").fetchall()
     cols = [r[1] for r in raw.execute("PRAGMA table_info(responses)")]
     raw.close()
-    assert names == ["m001_initial", "m002_prompts", "m999_test"]
+    assert names == ["m001_initial", "m002_prompts", "m003_response_sha256", "m999_test"]
     assert cols == [
         "key", "kind", "model", "request", "response", "created_at", "duration_s",
-        "prompt_tokens", "completion_tokens",
+        "prompt_tokens", "completion_tokens", "response_sha256",
     ]  # fmt: skip
     with ResponseCache(path):
         pass

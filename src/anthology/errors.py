@@ -34,3 +34,11 @@ class BackendError(AnthologyError):
 
 class ServerUnreachableError(BackendError):
     """An HTTP model server could not be reached."""
+
+
+class StorageError(AnthologyError):
+    """A file could not be written: the disk is full, read-only or not ours (see anthology.files)."""
+
+
+class DamagedFileError(ConfigError):
+    """A file the project wrote cannot be read back as written (truncated, garbled)."""

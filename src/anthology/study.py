@@ -25,7 +25,7 @@ from anthology import pipeline
 from anthology.config import RunConfig
 from anthology.errors import CapabilityError, ConfigError
 from anthology.hashing import fingerprint
-from anthology.models.cached_model import CachedModel
+from anthology.models.cached_model import CachedModel, describe_calls
 from anthology.models.response_cache import ResponseCache
 from anthology.pipeline import Stage
 from anthology.redact import redact, redact_values
@@ -297,7 +297,8 @@ def stage_parts(stage: Stage, config: RunConfig, run: RunDir, model: Any) -> dic
 
 
 def _why(stage: Stage, run: RunDir, parts: dict[str, Any], force: bool) -> str | None:
-    """Why the stage must run (``None``: it need not)."""
+    """Why the stage must run (``None``: it need not): forced, never recorded, an output missing,
+    damaged or changed since the stage wrote it, or a part of what made it changed."""
     if force:
         return "forced"
     recorded = run.manifest().get("stages", {}).get(stage.name)
@@ -306,6 +307,13 @@ def _why(stage: Stage, run: RunDir, parts: dict[str, Any], force: bool) -> str |
     missing = [name for name in stage.writes if not run.path(name).exists()]
     if missing:
         return f"runs again: {', '.join(run.path(name).name for name in missing)} missing"
+    for name in stage.writes:
+        if (problem := run.damage(name)) is not None:
+            return f"runs again: {run.path(name).name} is damaged ({problem})"
+    written = recorded.get("outputs", {})
+    altered = [run.path(n).name for n in stage.writes if n in written and written[n] != run.content_hash(n)]
+    if altered:
+        return f"runs again: {', '.join(altered)} changed since it was written"
     before = recorded.get("parts", {})
     changed = [key for key, value in parts.items() if before.get(key) != value]
     return f"runs again: {', '.join(changed)} changed" if changed else None
@@ -343,6 +351,7 @@ def _run_stage(
         "seed": config.seed,
         "settings": {section: dumped[section] for section in stage.sections},
         "outputs": {name: run.content_hash(name) for name in stage.writes},
+        "shapes": {name: run.shape(name) for name in stage.writes if run.path(name).suffix == ".parquet"},
         "seconds": round(seconds, 3),
     }
     top: dict[str, Any] = {"config": dumped}
@@ -350,5 +359,5 @@ def _run_stage(
         calls = stats.since(before)
         entry["model_calls"] = calls
         entry["model"] = top["model"] = {**dumped["model"], **pipeline.model_record(model)}
-        console.print(f"    {calls['calls']} model calls, {calls['cache_hits']} cache hits, {seconds:.1f}s")
+        console.print(f"    {describe_calls(calls)}, {seconds:.1f}s")
     run.record(stage.name, entry, **top)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import sys
 
 import click
@@ -12,16 +14,38 @@ from anthology.cli.run import run
 from anthology.cli.stages import ask, backstories, demographics, evaluate, match, report
 from anthology.cli.surveys import surveys
 from anthology.errors import AnthologyError
+from anthology.files import disk_problem
+
+
+class _WarningLines(logging.Handler):
+    """Show the package's warnings (``anthology.files.warn``) as ``warning: ...`` lines on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"warning: {record.getMessage()}", err=True)
+
+
+_WARNINGS = _WarningLines(logging.WARNING)
 
 
 class _Group(click.Group):
-    """A command group that turns :class:`AnthologyError` into a one-line message and exit status 2."""
+    """A command group that turns :class:`AnthologyError`, and a disk that refuses a write (full,
+    read-only, forbidden: :func:`anthology.files.disk_problem`), into a one-line message and exit
+    status 2."""
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
+        logger = logging.getLogger("anthology")
+        if _WARNINGS not in logger.handlers:
+            logger.addHandler(_WARNINGS)
         try:
             return super().invoke(ctx)
         except AnthologyError as exc:
             click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+        except (OSError, sqlite3.Error) as exc:
+            line = disk_problem(exc)
+            if line is None:
+                raise
+            click.echo(f"error: {line}", err=True)
             ctx.exit(2)
         except click.UsageError as exc:  # a bad flag or argument: one line too, naming the help to read
             where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pandas as pd
 
 from anthology.errors import ConfigError
 from anthology.evaluation.compute import Evaluation
+from anthology.files import atomic_write
 
 #: The files :func:`anthology.evaluation.evaluate` writes into the run directory, per
 #: :class:`Evaluation` table.
@@ -21,11 +23,11 @@ FILES = {
 
 
 def write_evaluation(evaluation: Evaluation, run_dir: str | Path) -> dict[str, Path]:
-    """Write each table of ``evaluation`` as its :data:`FILES` CSV; return the paths."""
+    """Write each table of ``evaluation`` as its :data:`FILES` CSV (atomically); return the paths."""
     paths = {}
     for key, name in FILES.items():
-        paths[key] = Path(run_dir) / name
-        getattr(evaluation, key).to_csv(paths[key], index=False)
+        write = functools.partial(getattr(evaluation, key).to_csv, index=False)
+        paths[key] = atomic_write(Path(run_dir) / name, write)
     return paths
 
 

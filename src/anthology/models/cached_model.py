@@ -8,6 +8,7 @@ so a killed run keeps its finished work; it counts hits, misses, tokens and seco
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -35,17 +36,20 @@ from anthology.models.response_cache import (
     score_unit,
 )
 
-__all__ = ["CacheStats", "CachedModel"]
+__all__ = ["CacheStats", "CachedModel", "describe_calls"]
 
 
 @dataclass
 class CacheStats:
-    """Counters of a :class:`CachedModel`. ``hits`` are units answered without the backend (from
-    the cache, or a duplicate of another unit in the same batch), ``misses`` units sent to the
-    backend; tokens and seconds count only the backend's work."""
+    """Counters of a :class:`CachedModel`. ``hits`` are units answered by rows found in the cache,
+    ``duplicates`` units that repeat another unit of the same batch (answered by it), ``misses`` units
+    sent to the backend, ``undecodable`` cache rows that could not be decoded (computed again, among
+    the misses); tokens and seconds count only the backend's work."""
 
     hits: int = 0
+    duplicates: int = 0
     misses: int = 0
+    undecodable: int = 0
     model_calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -60,7 +64,9 @@ class CacheStats:
         return {
             "calls": self.model_calls,
             "cache_hits": self.hits,
+            "duplicates": self.duplicates,
             "computed": self.misses,
+            "undecodable": self.undecodable,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
         }
@@ -68,6 +74,24 @@ class CacheStats:
     def since(self, before: dict[str, int]) -> dict[str, int]:
         """The counters' growth since ``before`` (a :meth:`snapshot`)."""
         return {key: value - before[key] for key, value in self.snapshot().items()}
+
+    def count(self, total: int, hits: int, computed: int) -> None:
+        """Count a batch of ``total`` units: ``hits`` from the cache, ``computed`` by the backend, the
+        rest duplicates within the batch."""
+        self.hits += hits
+        self.misses += computed
+        self.duplicates += total - hits - computed
+
+
+def describe_calls(calls: Mapping[str, int]) -> str:
+    """A stage's model calls in words (a :meth:`CacheStats.since` dict), for the line after it."""
+    line = (
+        f"{calls['calls']} model calls, {calls['cache_hits']} cache hits, "
+        f"{calls['duplicates']} duplicates within the batch"
+    )
+    if calls.get("undecodable"):
+        line += f", {calls['undecodable']} undecodable cache rows computed again"
+    return line
 
 
 @dataclass
@@ -171,6 +195,23 @@ class CachedModel:
             return None
         return self.progress if isinstance(self.progress, str) else kind
 
+    def _lookup(self, keys: Sequence[str], decode: Callable[[str, Any], Any]) -> dict[str, Any]:
+        """The cached answers of ``keys``, decoded by ``decode(key, response)``. A row it refuses
+        (``ValueError``: not JSON, a missing field, a number out of range) is a miss: it is counted,
+        deleted and computed again."""
+        assert self.cache is not None
+        found: dict[str, Any] = {}
+        undecodable = []
+        for key, resp in self.cache.get_many(keys).items():
+            try:
+                found[key] = decode(key, resp)
+            except ValueError:
+                undecodable.append(key)
+        if undecodable:
+            self.stats.undecodable += len(undecodable)
+            self.cache.forget(undecodable)
+        return found
+
     # -- generate
 
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
@@ -186,9 +227,8 @@ class CachedModel:
         uids: list[list[Any]] = keys if caching else [[(i, k) for k in ks] for i, ks in enumerate(keys)]
         found: dict[Any, tuple[Sample, int]] = {}
         if caching:
-            assert self.cache is not None
-            for key, resp in self.cache.get_many(k for ks in keys for k in ks).items():
-                found[key] = (_sample_from_json(resp), int(resp.get("prompt_tokens", 0)))
+            every = [k for ks in keys for k in ks]
+            found.update(self._lookup(every, lambda key, resp: _sample_from_json(resp)))
 
         # the missing samples of each request, each unit scheduled once
         scheduled: set[Any] = set()
@@ -203,8 +243,7 @@ class CachedModel:
                 todo.append((i, missing))
 
         total_units = sum(r.n for r in requests)
-        self.stats.hits += total_units - len(scheduled)
-        self.stats.misses += len(scheduled)
+        self.stats.count(total_units, sum(uid in found for ids in uids for uid in ids), len(scheduled))
 
         # Chunk boundaries are laid over all units, cached or not, and only the missing ones of each
         # chunk are sent: a run resumed after a kill sends the backend exactly the batches the
@@ -309,15 +348,14 @@ class CachedModel:
         keys = [score_key(identity, r) for r in requests]
         found: dict[str, ScoreResult] = {}
         if self.cache is not None:
-            for key, resp in self.cache.get_many(keys).items():
-                found[key] = _score_from_json(resp)
+            by_key = dict(zip(keys, requests, strict=True))
+            found.update(self._lookup(keys, lambda key, resp: _score_from_json(resp, by_key[key])))
 
         todo: dict[str, ScoreRequest] = {}  # identical requests are scored once
         for key, r in zip(keys, requests, strict=True):
             if key not in found and key not in todo:
                 todo[key] = r
-        self.stats.hits += len(requests) - len(todo)
-        self.stats.misses += len(todo)
+        self.stats.count(len(requests), sum(key in found for key in keys), len(todo))
 
         # As for generation, chunks are laid over all distinct requests so a resumed run scores
         # the same batches (and shares the same prefixes) as an uninterrupted one.
@@ -380,18 +418,59 @@ def _replace_samples(request: GenerateRequest, *, n: int, first_sample: int) -> 
     return replace(request, n=n, first_sample=first_sample)
 
 
-def _sample_from_json(resp: Mapping[str, Any]) -> Sample:
-    return Sample(
-        text=str(resp["text"]),
-        finish_reason=resp["finish_reason"],
-        completion_tokens=int(resp["completion_tokens"]),
+def _field(resp: Any, name: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
+    """``resp[name]``, which must be of ``kind`` (``default`` where it may be missing)."""
+    if not isinstance(resp, Mapping):
+        raise ValueError(f"a cached response is {type(resp).__name__}, not an object")
+    value = resp.get(name, default)
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise ValueError(f"cached {name!r} is a boolean")
+    if not isinstance(value, kind):
+        raise ValueError(f"cached {name!r} is {value!r}")
+    return value
+
+
+def _count(resp: Any, name: str) -> int:
+    value = _field(resp, name, int, 0)
+    if value < 0:
+        raise ValueError(f"cached {name!r} is negative")
+    return value
+
+
+def _sample_from_json(resp: Any) -> tuple[Sample, int]:
+    """A cached generation unit (the sample and its prompt's token count); ``ValueError`` if damaged."""
+    sample = Sample(
+        text=_field(resp, "text", str),
+        finish_reason=_field(resp, "finish_reason", (str, type(None))),
+        completion_tokens=_count(resp, "completion_tokens"),
     )
+    return sample, _count(resp, "prompt_tokens")
 
 
-def _score_from_json(resp: Mapping[str, Any]) -> ScoreResult:
+#: How far above 0 a stored log-probability may be from rounding.
+_LOGPROB_SLACK = 1e-6
+
+
+def _score_from_json(resp: Any, request: ScoreRequest) -> ScoreResult:
+    """A cached scoring unit for ``request``; ``ValueError`` if damaged (a value of the wrong type or
+    count, a log-probability not finite or above 0, a coverage outside [0, 1])."""
+    n = len(request.options)
+    logprobs = _field(resp, "logprobs", list)
+    imputed = _field(resp, "imputed", list)
+    coverage = _field(resp, "coverage", (int, float))
+    if len(logprobs) != n or len(imputed) != n:
+        raise ValueError(f"cached scores hold {len(logprobs)} values for {n} options")
+    if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in logprobs):
+        raise ValueError("cached log-probabilities are not numbers")
+    if not all(math.isfinite(x) and x <= _LOGPROB_SLACK for x in logprobs):
+        raise ValueError("cached log-probabilities are not finite or above 0")
+    if not all(isinstance(x, bool) for x in imputed):
+        raise ValueError("cached imputed flags are not booleans")
+    if not (math.isfinite(coverage) and -_LOGPROB_SLACK <= coverage <= 1 + _LOGPROB_SLACK):
+        raise ValueError(f"cached coverage is {coverage!r}")
     return ScoreResult(
-        logprobs=tuple(float(x) for x in resp["logprobs"]),
-        coverage=float(resp["coverage"]),
-        imputed=tuple(bool(x) for x in resp["imputed"]),
-        prompt_tokens=int(resp.get("prompt_tokens", 0)),
+        logprobs=tuple(float(x) for x in logprobs),
+        coverage=float(coverage),
+        imputed=tuple(imputed),
+        prompt_tokens=_count(resp, "prompt_tokens"),
     )

@@ -14,6 +14,11 @@ response; identities whose keys look like secrets (``api_key``, ``token``...) ar
 Note that an unseeded sample is cached like a seeded one: sample ``k`` of an unseeded request is
 drawn once and then served from the cache. Use a different seed (or no cache) for fresh draws.
 
+A cache file that SQLite finds damaged ("file is not a database", "database disk image is malformed")
+is set aside (renamed ``<name>.damaged-<time>``, never deleted) with a warning, and a fresh one takes
+its place; a full, read-only or forbidden disk raises :class:`~anthology.errors.StorageError` naming
+the file, and a transaction cut short by it is rolled back (so no half-stored batch).
+
 Schema changes are named migrations (see :data:`MIGRATIONS`), each applied once per file and
 recorded in the ``_migrations`` table. Reading and writing through the cache while running a model
 is :class:`~anthology.models.cached_model.CachedModel`'s job.
@@ -21,6 +26,7 @@ is :class:`~anthology.models.cached_model.CachedModel`'s job.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -33,6 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from anthology.errors import StorageError
+from anthology.files import disk_problem, set_aside, warn
 from anthology.models.base import GenerateRequest, Prompt, ScoreRequest
 
 __all__ = [
@@ -200,21 +208,47 @@ def m002_prompts(db: sqlite3.Connection) -> None:
     db.execute("CREATE TABLE prompts (sha256 TEXT PRIMARY KEY, prompt TEXT NOT NULL)")
 
 
+@migration
+def m003_response_sha256(db: sqlite3.Connection) -> None:
+    """Each response's SHA-256, checked when it is read, so that a row changed on disk is not
+    believed (rows stored before this migration have none and are checked by decoding alone)."""
+    db.execute("ALTER TABLE responses ADD COLUMN response_sha256 TEXT")
+
+
 def _apply_migrations(db: sqlite3.Connection, migrations: Sequence[tuple[str, Migration]]) -> None:
     """Apply the migrations not yet recorded in ``_migrations``. Each runs in its own immediate
     transaction, so two processes opening a new file at once do not both apply it."""
     db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL)")
     for name, fn in migrations:
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            done = db.execute("SELECT 1 FROM _migrations WHERE name = ?", (name,)).fetchone()
-            if not done:
+
+        def apply(db: sqlite3.Connection, name: str = name, fn: Migration = fn) -> None:
+            if not db.execute("SELECT 1 FROM _migrations WHERE name = ?", (name,)).fetchone():
                 fn(db)
                 db.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (name, time.time()))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+
+        _transaction(db, apply)
+
+
+def _transaction(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], None]) -> None:
+    """Run ``work`` in one immediate transaction. On any error it is rolled back unless SQLite already
+    did (it does when the disk is full), and the first error is the one raised."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        work(db)
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):  # the error that stopped it is the one to report
+                db.execute("ROLLBACK")
+        raise
+
+
+#: SQLite's names for a file that is not (or no longer) a readable database.
+_DAMAGED = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
+
+
+def _is_damage(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.DatabaseError) and getattr(exc, "sqlite_errorname", None) in _DAMAGED
 
 
 # --------------------------------------------------------------------------------------------
@@ -236,6 +270,29 @@ class CacheRow:
     completion_tokens: int | None = None
 
 
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _decoded(text: Any, sha: str | None) -> Any:
+    """A stored response decoded, ``None`` when it is not JSON or not the text whose SHA-256 was
+    stored with it."""
+    if not isinstance(text, str):
+        return None
+    try:
+        if sha is not None and _sha256(text) != sha:
+            return None
+        return json.loads(text)
+    except (ValueError, UnicodeEncodeError):  # UnicodeEncodeError: bytes that were not UTF-8
+        return None
+
+
+def _text(value: bytes) -> str:
+    """SQLite text as ``str``; bytes that are not UTF-8 (a damaged row) are kept as surrogates rather
+    than failing the whole query."""
+    return value.decode("utf-8", "surrogateescape")
+
+
 class ResponseCache:
     """An SQLite response cache that several processes can share.
 
@@ -245,43 +302,88 @@ class ResponseCache:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path) if str(path) != ":memory:" else None
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+        self._db = self._guarded(self._open)
+
+    def _open(self) -> sqlite3.Connection:
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(
+        db = sqlite3.connect(
             str(self.path) if self.path is not None else ":memory:",
             timeout=BUSY_TIMEOUT_MS / 1000,
             isolation_level=None,  # autocommit; transactions are explicit
             check_same_thread=False,
         )
+        db.text_factory = _text
         try:
-            self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = NORMAL")
-            _apply_migrations(self._db, MIGRATIONS)
+            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")
+            _apply_migrations(db, MIGRATIONS)
         except BaseException:
-            self._db.close()
+            db.close()
             raise
+        return db
+
+    def _guarded(self, action: Callable[[], Any]) -> Any:
+        """Run ``action``; a damaged file is set aside and ``action`` runs again on a fresh one, and a
+        disk that refuses (full, read-only, forbidden) raises :class:`StorageError` naming the file."""
+        try:
+            try:
+                return action()
+            except sqlite3.DatabaseError as exc:
+                if self.path is None or not _is_damage(exc):
+                    raise
+                self._set_aside(exc)
+                return action()
+        except (OSError, sqlite3.Error) as exc:
+            line = disk_problem(exc, self.path)
+            if line is None:
+                raise
+            raise StorageError(line) from exc
+
+    def _set_aside(self, exc: sqlite3.DatabaseError) -> None:
+        assert self.path is not None
+        if self._db is not None:
+            self._db.close()
+        moved = set_aside(self.path)
+        warn(
+            f"response cache {self.path} is damaged ({exc}); set it aside as {moved.name} and started a "
+            "fresh one (its answers are computed again)"
+        )
+        if self._db is not None:  # an open cache reopens; one being opened is opened by the retry
+            self._db = self._open()
+
+    def _query(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
+        """``work(connection)`` under the lock, through :meth:`_guarded`."""
+        with self._lock:
+            return self._guarded(lambda: work(self._db))
 
     # -- reading
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
-        """The decoded response JSON of every key that is in the cache."""
+        """The decoded response JSON of every key that is in the cache; ``None`` for a row whose
+        response is not JSON or not what was stored (its SHA-256 differs): the caller treats it as
+        damaged."""
         unique = list(dict.fromkeys(keys))
-        found: dict[str, Any] = {}
-        with self._lock:
+
+        def read(db: sqlite3.Connection) -> dict[str, Any]:
+            found: dict[str, Any] = {}
             for start in range(0, len(unique), IN_CHUNK):
                 part = unique[start : start + IN_CHUNK]
                 marks = ",".join("?" * len(part))
-                rows = self._db.execute(f"SELECT key, response FROM responses WHERE key IN ({marks})", part)
-                for key, response in rows:
-                    found[key] = json.loads(response)
-        return found
+                query = f"SELECT key, response, response_sha256 FROM responses WHERE key IN ({marks})"
+                for key, response, sha in db.execute(query, part):
+                    found[key] = _decoded(response, sha)
+            return found
+
+        return self._query(read)
 
     def stats(self) -> dict[str, int]:
         """Row counts by kind (``generate``, ``score``) and in ``total``."""
-        with self._lock:
-            rows = self._db.execute("SELECT kind, COUNT(*) FROM responses GROUP BY kind").fetchall()
+        query = "SELECT kind, COUNT(*) FROM responses GROUP BY kind"
+        rows = self._query(lambda db: db.execute(query).fetchall())
         counts = {"generate": 0, "score": 0}
         counts.update({kind: n for kind, n in rows})
         counts["total"] = sum(n for _, n in rows)
@@ -309,13 +411,15 @@ class ResponseCache:
                 sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
                 prompts[sha] = text
                 request[f"{field_name}_sha256"] = sha
+            response = canonical_json(dict(row.response))
             values.append(
                 (
                     row.key,
                     row.kind,
                     model_json,
                     canonical_json(request),
-                    canonical_json(dict(row.response)),
+                    response,
+                    _sha256(response),
                     now,
                     row.duration_s,
                     row.prompt_tokens,
@@ -324,44 +428,57 @@ class ResponseCache:
             )
         if not values:
             return 0
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany(
-                    "INSERT INTO prompts (sha256, prompt) VALUES (?, ?) ON CONFLICT (sha256) DO NOTHING",
-                    list(prompts.items()),
-                )
-                self._db.executemany(
-                    "INSERT INTO responses (key, kind, model, request, response, created_at, "
-                    "duration_s, prompt_tokens, completion_tokens) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
-                    values,
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+
+        def store(db: sqlite3.Connection) -> None:
+            db.executemany(
+                "INSERT INTO prompts (sha256, prompt) VALUES (?, ?) ON CONFLICT (sha256) DO NOTHING",
+                list(prompts.items()),
+            )
+            db.executemany(
+                "INSERT INTO responses (key, kind, model, request, response, response_sha256, created_at, "
+                "duration_s, prompt_tokens, completion_tokens) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
+                values,
+            )
+
+        self._query(lambda db: _transaction(db, store))
         return len(values)
+
+    def forget(self, keys: Iterable[str]) -> None:
+        """Delete the rows of ``keys`` (rows that could not be decoded, before they are computed again)."""
+        unique = list(dict.fromkeys(keys))
+
+        def delete(db: sqlite3.Connection) -> None:
+            for start in range(0, len(unique), IN_CHUNK):
+                part = unique[start : start + IN_CHUNK]
+                db.execute(f"DELETE FROM responses WHERE key IN ({','.join('?' * len(part))})", part)
+
+        if unique:
+            self._query(lambda db: _transaction(db, delete))
 
     def request(self, key: str) -> dict[str, Any] | None:
         """The stored request of ``key`` with its prompt (or context) restored, for provenance."""
-        with self._lock:
-            row = self._db.execute("SELECT request FROM responses WHERE key = ?", (key,)).fetchone()
+
+        def read(db: sqlite3.Connection) -> dict[str, Any] | None:
+            row = db.execute("SELECT request FROM responses WHERE key = ?", (key,)).fetchone()
             if row is None:
                 return None
             request = json.loads(row[0])
             for field_name in _PROMPT_FIELDS:
                 sha = request.pop(f"{field_name}_sha256", None)
                 if sha is not None:
-                    text = self._db.execute("SELECT prompt FROM prompts WHERE sha256 = ?", (sha,)).fetchone()
+                    text = db.execute("SELECT prompt FROM prompts WHERE sha256 = ?", (sha,)).fetchone()
                     request[field_name] = json.loads(text[0])
-        return request
+            return request
+
+        return self._query(read)
 
     # -- lifetime
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            if self._db is not None:
+                self._db.close()
 
     def __enter__(self) -> ResponseCache:
         return self

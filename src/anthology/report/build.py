@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import sys
 from dataclasses import dataclass
 from importlib import resources
@@ -34,6 +33,7 @@ from anthology.evaluation import (
     load_run,
     method_label,
 )
+from anthology.files import atomic_write
 from anthology.method.matching import persona_probabilities
 from anthology.metrics import Comparison, compare
 from anthology.report import svg
@@ -107,11 +107,7 @@ def write_report(run_dir: str | Path) -> Path:
         samples=_samples(data, pool),
         metadata=_metadata(manifest),
     )
-    path = root / "report.html"
-    tmp = path.with_name(f".report.{os.getpid()}.tmp")
-    tmp.write_text(html, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(root / "report.html", lambda tmp: tmp.write_text(html, encoding="utf-8"))
 
 
 def _template() -> jinja2.Template:
