@@ -372,7 +372,9 @@ def test_auto_decoding_is_eager_on_the_cpu_and_unknown_modes_are_refused(tiny_pa
     assert model._decoding_for([40, 40], [512, 512]) == ("compiled" if on_gpu else "eager")
     assert model._decoding_for([40, 40], [8, 8]) == "eager"
     assert model._decoding_for([600] * 40, [128] * 40) == "eager"  # 40 samples of one backstory
-    with pytest.raises(ValueError, match="unknown decoding 'fast'"):
+    from anthology.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown decoding 'fast'"):
         _with_decoding(tiny_parts, "fast")
 
 

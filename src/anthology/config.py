@@ -12,6 +12,8 @@ its own, backstories of up to 160 tokens), which a pilot on a CPU wants.
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,14 +21,24 @@ import yaml
 from pydantic import Field, ValidationError, field_validator
 
 from anthology.errors import ConfigError
-from anthology.method.settings import BASELINES, AskConfig, BackstoryConfig, DemographicsConfig, Method
+from anthology.method.settings import (
+    BASELINES,
+    TOKENS_MAX,
+    AskConfig,
+    BackstoryConfig,
+    DemographicsConfig,
+    Method,
+)
 from anthology.method.settings import METHODS as MATCHING_METHODS
-from anthology.settings import Settings, describe_error
+from anthology.models.presets import PRESETS
+from anthology.settings import SEED_MAX, Settings, describe_error, distinct, validation_errors
 
 #: The Anthology personas of each matching method.
 ANTHOLOGY_METHODS = tuple(f"anthology-{m}" for m in MATCHING_METHODS)
 #: Every persona a study can ask: the matchings of Anthology personas, then the baselines.
 ASK_METHODS = (*ANTHOLOGY_METHODS, *BASELINES, "dp")
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
 class ModelSettings(Settings):
@@ -46,7 +58,10 @@ class ModelSettings(Settings):
         description="How a server scores options: echo (exact), top-k, or auto (probe the server once).",
     )
     timeout: float | None = Field(
-        None, gt=0, description="Base seconds per server request (default 60; longer work gets more)."
+        None,
+        gt=0,
+        le=86_400,
+        description="Base seconds per server request (default 60; longer work gets more).",
     )
     retries: int | None = Field(
         None,
@@ -54,12 +69,19 @@ class ModelSettings(Settings):
         le=100,
         description="Retries of a failed server request: 429, 5xx, timeout, bad answer (default 6).",
     )
-    device: str | None = Field(None, description="Device for local models: auto, cpu, cuda, cuda:1 ...")
-    dtype: str | None = Field(None, description="dtype for local models: auto, float32, bfloat16, float16.")
+    device: str | None = Field(None, description="Device for local models: auto, cpu, cuda, cuda:1, mps.")
+    dtype: Dtype | None = Field(None, description="dtype for local models.")
     decoding: Literal["auto", "eager", "static", "compiled"] | None = Field(
         None, description="Generation loop for local models (auto: a compiled static cache on a GPU)."
     )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of hf:ORG/NAME.")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, device: str | None) -> str | None:
+        if device is not None and not _DEVICE.match(device):
+            raise ValueError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps")
+        return device
 
 
 class ExecutorSettings(Settings):
@@ -71,20 +93,24 @@ class ExecutorSettings(Settings):
     )
     address: str | None = Field(None, description="Ray cluster: auto, HEAD:6379 or ray://HEAD:10001.")
     workers: int = Field(2, ge=1, le=4096, description="Ray workers, one model replica each.")
-    cpus_per_worker: float = Field(1.0, ge=0, description="CPUs each Ray worker holds.")
-    gpus_per_worker: float = Field(0.0, ge=0, description="GPUs each Ray worker holds.")
+    cpus_per_worker: float = Field(1.0, ge=0, le=1024, description="CPUs each Ray worker holds.")
+    gpus_per_worker: float = Field(0.0, ge=0, le=64, description="GPUs each Ray worker holds.")
 
 
 class SurveySettings(Settings):
-    name: str = Field("gss2018-spending", description="Built-in survey name or a codebook YAML path.")
-    data: str | None = Field(None, description="Respondent data file (CSV, Parquet, .sav, .dta).")
+    name: str = Field(
+        "gss2018-spending", min_length=1, description="Built-in survey name or a codebook YAML path."
+    )
+    data: str | None = Field(
+        None, min_length=1, description="Respondent data file (CSV, Parquet, .sav, .dta)."
+    )
     respondents: int | None = Field(
-        12, ge=1, description="A seeded random sample of this many respondents (null: all)."
+        12, ge=1, le=10_000_000, description="A seeded random sample of this many respondents (null: all)."
     )
 
 
 class BackstoriesSettings(BackstoryConfig):
-    n: int = Field(32, ge=1, le=10_000_000, description="Backstories to generate (the persona pool).")
+    n: int = Field(32, ge=1, le=1_000_000, description="Backstories to generate (the persona pool).")
 
 
 class MatchSettings(Settings):
@@ -93,12 +119,16 @@ class MatchSettings(Settings):
         "weight", description="max-weight: maximise the sum of weights (the paper) or of log-weights."
     )
 
+    _distinct_methods = field_validator("methods")(distinct)
+
 
 class AskSettings(AskConfig):
     methods: tuple[str, ...] = Field(ASK_METHODS, min_length=1, description="Personas to ask.")
     append: Literal["qa", "bio"] | None = Field(None, description="Append the matched human's demographics.")
     dp_style: Literal["bio", "qa"] = Field("bio", description="Demographics-primed backstory prompt.")
-    dp_max_tokens: int = Field(1500, ge=1, description="Max tokens per demographics-primed backstory.")
+    dp_max_tokens: int = Field(
+        1500, ge=1, le=TOKENS_MAX, description="Max tokens per demographics-primed backstory."
+    )
 
     @field_validator("methods")
     @classmethod
@@ -106,6 +136,7 @@ class AskSettings(AskConfig):
         unknown = [m for m in methods if m not in ASK_METHODS]
         if unknown:
             raise ValueError(f"unknown method {unknown[0]!r}: choose from {', '.join(ASK_METHODS)}")
+        distinct(methods)
         return methods
 
 
@@ -149,8 +180,8 @@ def profile_values(name: str) -> dict[str, dict[str, Any]]:
 class RunConfig(Settings):
     """A whole study."""
 
-    out: str = "runs/default"
-    seed: int = Field(0, ge=0, le=2**63 - 1)
+    out: str = Field("runs/default", description="Run directory (relative to the working directory).")
+    seed: int = Field(0, ge=0, le=SEED_MAX)
     profile: Profile = DEFAULT_PROFILE
     model: ModelSettings = ModelSettings()
     executor: ExecutorSettings = ExecutorSettings()
@@ -160,6 +191,13 @@ class RunConfig(Settings):
     matching: MatchSettings = MatchSettings()
     ask: AskSettings = AskSettings()
     evaluate: EvaluateSettings = EvaluateSettings()
+
+    @field_validator("out")
+    @classmethod
+    def _out(cls, out: str) -> str:
+        if not out.strip():
+            raise ValueError("the run directory is empty: give a folder path (--out DIR)")
+        return out
 
 
 def _merge(into: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
@@ -195,7 +233,7 @@ def load_config(
     (dotted keys such as ``"survey.respondents"``; ``None`` values are ignored). The profile is the
     one named in ``overrides``, the file or ``base`` (default ``paper``); one named in the file or the
     overrides is applied over ``base``. Any problem is a one-line :class:`ConfigError`."""
-    data = _read_yaml(Path(path)) if path is not None else {}
+    data = _relative_paths(_read_yaml(Path(path)), Path(path).parent) if path is not None else {}
     given: dict[str, Any] = {}
     for dotted, value in (overrides or {}).items():
         if value is None:
@@ -214,11 +252,55 @@ def load_config(
     merged: dict[str, Any] = {}
     for layer in (*layers, data, given):
         _merge(merged, _copy(layer))
+    needs = _nested(PRESETS[name].settings) if (name := _model_name(merged)) in PRESETS else {}
+    merged = _merge(_copy(needs), merged)  # under everything else: what the user set wins
     merged["profile"] = profile
     try:
-        return RunConfig.model_validate(merged)
+        with validation_errors():
+            return RunConfig.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(describe_error(exc, str(path) if path else "")) from None
+
+
+def _relative_paths(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """A config file's survey paths (a codebook's, a data file's) as seen from its own folder, as a
+    codebook's ``data:`` is; built-in survey names stay names."""
+    survey = data.get("survey")
+    if not isinstance(survey, dict):
+        return data
+    resolved = dict(survey)
+    for key in ("name", "data"):
+        value = survey.get(key)
+        if not isinstance(value, str) or not value:
+            continue
+        if key == "name" and Path(value).suffix.lower() not in (".yaml", ".yml"):
+            continue  # a built-in survey's name
+        path = Path(value).expanduser()
+        resolved[key] = value if path.is_absolute() else os.path.abspath(folder / path)
+    return {**data, "survey": resolved}
+
+
+def _model_name(merged: dict[str, Any]) -> Any:
+    model = merged.get("model")
+    name = model.get("name") if isinstance(model, dict) else None
+    return name if name is not None else ModelSettings.model_fields["name"].default
+
+
+def _nested(dotted: dict[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for key, value in dotted.items():
+        section, field = key.split(".")
+        nested.setdefault(section, {})[field] = value
+    return nested
+
+
+def preset_settings(config: RunConfig) -> dict[str, Any]:
+    """The settings the config's bundled model needs that it runs with (dotted keys), for the line
+    that says so; empty for other models or when the user chose otherwise."""
+    preset = PRESETS.get(config.model.name)
+    needs = preset.settings if preset is not None else {}
+    dumped = config.model_dump()
+    return {key: v for key, v in needs.items() if dumped[key.split(".")[0]][key.split(".")[1]] == v}
 
 
 def _copy(layer: dict[str, Any]) -> dict[str, Any]:

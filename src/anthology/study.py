@@ -12,17 +12,19 @@ it had finished comes back from the run's response cache.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from anthology import pipeline
-from anthology.config import RunConfig
+from anthology import estimates, pipeline
+from anthology.config import ANTHOLOGY_METHODS, RunConfig, preset_settings
 from anthology.errors import CapabilityError, ConfigError
 from anthology.hashing import fingerprint
 from anthology.models.cached_model import CachedModel, describe_calls
@@ -31,7 +33,6 @@ from anthology.pipeline import Stage
 from anthology.redact import redact, redact_values
 from anthology.store import RunDir
 from anthology.surveys import Survey, survey_content_hash
-from anthology.surveys.traits import CANONICAL_TRAITS
 
 
 @contextmanager
@@ -79,6 +80,15 @@ def plan(config: RunConfig, stages: Sequence[str] | None = None) -> Plan:
     all): the survey and its data when matching runs, and that max-weight matching can succeed."""
     chosen = tuple(pipeline.BY_NAME[name] for name in (stages or [s.name for s in pipeline.STAGES]))
     names = {stage.name for stage in chosen}
+    check_out(config.out)
+    if {"match", "ask"} <= names:
+        matched = [m.removeprefix("anthology-") for m in config.ask.methods if m in ANTHOLOGY_METHODS]
+        unmatched = [m for m in matched if m not in config.matching.methods]
+        if unmatched:
+            raise ConfigError(
+                f"ask.methods has anthology-{unmatched[0]} but matching.methods has no {unmatched[0]}: "
+                "add it to matching.methods or drop it from ask.methods"
+            )
     if "match" not in names:
         return Plan(config, chosen)
     survey = pipeline.open_survey(config)
@@ -94,6 +104,22 @@ def plan(config: RunConfig, stages: Sequence[str] | None = None) -> Plan:
             f"backstories < {humans} respondents): raise --personas, lower --respondents, or drop max-weight"
         )
     return Plan(config, chosen, survey)
+
+
+def check_out(out: str) -> None:
+    """Refuse, before any work, a run directory that cannot be made: under a file, or where the
+    system allows no folder (``/proc``, a read-only disk)."""
+    path = Path(out).expanduser()
+    above = next((p for p in (path, *path.parents) if p.exists()), None)
+    if above is not None and not above.is_dir():
+        where = "is a file" if above == path else f"is under the file {above}"
+        raise ConfigError(f"run directory {path} {where}: give a folder path (--out DIR)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot make the run directory {path} ({exc.strerror or exc}): choose another --out"
+        ) from None
 
 
 def check_capabilities(model: Any, config: RunConfig, stages: Sequence[str] | None = None) -> None:
@@ -112,80 +138,6 @@ def check_capabilities(model: Any, config: RunConfig, stages: Sequence[str] | No
         )
 
 
-def estimate(plan: Plan) -> list[dict[str, Any]]:
-    """Model calls and token counts per stage (upper bounds for generated tokens)."""
-    c, survey = plan.config, plan.survey
-    assert survey is not None, "estimates are made for whole studies"
-    n, humans = c.backstories.n, len(survey.respondents or ())
-    questions = len(survey.questionnaire)
-    story_tokens = c.backstories.max_tokens + 60
-    traits = len(CANONICAL_TRAITS)
-    per_answer = 1 if c.demographics.mode == "logprob" else c.demographics.samples
-    anthology = sum(1 for m in c.ask.methods if m.startswith("anthology-"))
-    baselines = len(c.ask.methods) - anthology
-    members = humans * (anthology + baselines)
-    answer_prompt = story_tokens + 80
-    if c.ask.context == "sequential":
-        answer_prompt += questions * 45  # earlier questions and answers stay in the context
-    rows = [
-        {
-            "stage": "backstories",
-            "requests": n + max(8, int(n * 1.5)),
-            "samples": n + max(8, int(n * 1.5)),
-            "prompt_tokens": n * 60,
-            "max_generated_tokens": n * c.backstories.max_tokens,
-        },
-        {
-            "stage": "demographics",
-            "requests": n * traits,
-            "samples": n * traits * per_answer,
-            "prompt_tokens": n * traits * (story_tokens + 70),
-            "max_generated_tokens": 0
-            if per_answer == 1
-            else n * traits * per_answer * c.demographics.max_tokens,
-        },
-        {
-            "stage": "ask",
-            "requests": members * questions,
-            "samples": members * questions,
-            "prompt_tokens": members * questions * answer_prompt,
-            "max_generated_tokens": 0 if c.ask.mode == "logprob" else members * questions * 128,
-        },
-    ]
-    if "dp" in c.ask.methods:
-        rows.append(
-            {
-                "stage": "ask (dp backstories)",
-                "requests": humans,
-                "samples": humans,
-                "prompt_tokens": humans * 120,
-                "max_generated_tokens": humans * c.ask.dp_max_tokens,
-            }
-        )
-    return rows
-
-
-def calibrate(model: Any) -> dict[str, float] | None:
-    """Prefill tokens/s and decoding steps/s of a local model (one 256-token pass and 8 steps at batch
-    16), used to turn token counts into time. ``None`` for HTTP backends."""
-    if not (hasattr(model, "tokenizer") and hasattr(model, "model")):
-        return None
-    import torch
-
-    from anthology.models.base import GenerateRequest
-
-    with torch.inference_mode():
-        ids = torch.randint(0, len(model.tokenizer) - 1, (1, 256), device=model.device)
-        model.model(input_ids=ids, logits_to_keep=1)
-        start = time.perf_counter()
-        model.model(input_ids=ids, logits_to_keep=1)
-        prefill = 256 / (time.perf_counter() - start)
-        start = time.perf_counter()
-        model.generate([GenerateRequest("Hello", n=16, max_tokens=8, temperature=1.0, seed=0)])
-        steps = 8 / (time.perf_counter() - start)
-    return {"prefill_tokens_per_s": prefill, "decode_steps_per_s": steps, "batch": 16}
-
-
 ModelFactory = Callable[[RunConfig, RunDir], tuple[CachedModel, ResponseCache | None]]
 
 
@@ -198,9 +150,11 @@ def run_study(
     dry_run: bool = False,
     force: bool = False,
     compare_modes: bool = False,
+    huge_ok: bool = False,
 ) -> RunDir:
     """Run (or, with ``dry_run``, estimate) the ``stages`` of a study (default: all, in order) into
-    ``config.out``; return its run directory. ``force`` runs them even when unchanged."""
+    ``config.out``; return its run directory. ``force`` runs them even when unchanged; a study beyond
+    reason (:func:`anthology.estimates.beyond_reason`) is refused unless ``huge_ok``."""
     console = console or Console(stderr=True)
     study = plan(config, stages)
     run = RunDir(config.out)
@@ -209,9 +163,13 @@ def run_study(
         try:
             if model is not None:
                 check_capabilities(model, config, [stage.name for stage in study.stages])
+                if needs := preset_settings(config):
+                    shown = ", ".join(f"{key}: {json.dumps(value)}" for key, value in needs.items())
+                    console.print(
+                        f"{config.model.name} runs with {shown}, as this model needs (set it to change)"
+                    )
+                _check_size(study, model, console, dry_run=dry_run, huge_ok=huge_ok)
             if dry_run:
-                assert model is not None
-                _dry_run(study, model, console)
                 return run
             for number, stage in enumerate(study.stages, 1):
                 label = f"[{number}/{len(study.stages)}] {stage.name}" if len(study.stages) > 1 else ""
@@ -227,30 +185,40 @@ def run_study(
     return run
 
 
-def _dry_run(study: Plan, model: CachedModel, console: Console) -> None:
+def _check_size(study: Plan, model: CachedModel, console: Console, *, dry_run: bool, huge_ok: bool) -> None:
+    """Refuse a study beyond reason before its first model call (``huge_ok``: say so and go on); a
+    dry run measures the model and prints the estimate first."""
+    config = study.config
+    rows = estimates.estimate(config, [stage.name for stage in study.stages], study.survey)
+    rates = estimates.calibrate(model.model) if dry_run else None
+    problem = estimates.beyond_reason(rows, config, rates, lambda: estimates.calibrate(model.model))
+    if dry_run:
+        _dry_run(study, rows, rates, console)
+    if problem and not huge_ok:
+        raise ConfigError(problem)
+    if problem:
+        console.print(f"warning: {problem.split(':')[0]}; running it anyway (--yes)")
+
+
+def _dry_run(
+    study: Plan, rows: list[dict[str, Any]], rates: estimates.Rates | None, console: Console
+) -> None:
     from rich.table import Table
 
-    rates = calibrate(model.model)
     table = Table(title=f"dry run: {redact(study.config.model.name)} on {study.config.survey.name}")
     for column in ("stage", "requests", "samples", "prompt tokens", "max generated tokens", "estimate"):
         table.add_column(column, justify="right")
     total = 0.0
-    for row in estimate(study):
-        seconds = None
-        if rates:
-            prefill = row["prompt_tokens"] / rates["prefill_tokens_per_s"]
-            if row["stage"] == "ask" and study.config.ask.context == "independent":
-                prefill /= 3  # questions share the persona's prefix
-            decode = row["max_generated_tokens"] / (rates["decode_steps_per_s"] * rates["batch"])
-            seconds = prefill + decode
-            total += seconds
+    for row in rows:
+        seconds = estimates.seconds(row, study.config, rates) if rates else None
+        total += seconds or 0.0
         table.add_row(
             row["stage"],
             f"{row['requests']:,}",
             f"{row['samples']:,}",
             f"{row['prompt_tokens']:,}",
             f"{row['max_generated_tokens']:,}",
-            f"{seconds / 60:.1f} min" if seconds else "n/a",
+            f"{seconds / 60:.1f} min" if seconds is not None else "n/a",
         )
     console.print(table)
     if rates:

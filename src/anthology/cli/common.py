@@ -4,14 +4,18 @@ opening the model they describe."""
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from anthology.cli.options import settings_options
 from anthology.config import ExecutorSettings, ModelSettings
+
+if TYPE_CHECKING:
+    from anthology.store import RunDir
 from anthology.errors import ConfigError
 from anthology.redact import has_redaction
 
@@ -47,7 +51,8 @@ def model_options(*, positional: bool = False) -> Callable[[Callable[..., Any]],
                 "--cache",
                 "cache_path",
                 type=click.Path(dir_okay=False, path_type=Path),
-                help="Response cache file (default: the run directory's, or the user cache).",
+                help="Response cache file (default: $ANTHOLOGY_CACHE if set, else the run directory's "
+                "cache.sqlite; for `models try` the user cache).",
             ),
             click.option("--no-cache", is_flag=True, help="Do not read or write the response cache."),
             executor_options,
@@ -57,6 +62,16 @@ def model_options(*, positional: bool = False) -> Callable[[Callable[..., Any]],
         return wrapped
 
     return decorate
+
+
+def run_cache_path(given: Path | None, run: RunDir) -> Path:
+    """The response cache of a command on a run directory: ``--cache``, else ``$ANTHOLOGY_CACHE``,
+    else the directory's own ``cache.sqlite`` (so a run directory carries everything it needs)."""
+    from anthology.models.response_cache import default_cache_path
+
+    if given is not None:
+        return given
+    return default_cache_path() if os.environ.get("ANTHOLOGY_CACHE") else run.cache_path
 
 
 def open_model(
@@ -105,6 +120,7 @@ def open_model(
         loaded = load_model(model.name, **backend)
     cache = None if no_cache else ResponseCache(cache_path or default_cache_path())
     return CachedModel(loaded, cache, progress=progress, **chunking), cache
+
 
 def _refuse_redacted(model: ModelSettings, executor: ExecutorSettings) -> None:
     """A run records its settings without secrets (:mod:`anthology.redact`): a URL recorded with one

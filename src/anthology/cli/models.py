@@ -7,11 +7,24 @@ from pathlib import Path
 from typing import Any
 
 import click
+from pydantic import Field
 from rich.console import Console
 from rich.table import Table
 
 from anthology.cli.common import model_options, open_model
+from anthology.cli.options import settings_options
 from anthology.errors import ConfigError
+from anthology.method.settings import TOKENS_MAX
+from anthology.settings import SEED_MAX, Settings
+
+
+class TrySettings(Settings):
+    """How ``models try`` samples: the ranges a study's settings have."""
+
+    max_tokens: int = Field(64, ge=1, le=TOKENS_MAX, description="Max tokens to generate (default 64).")
+    temperature: float = Field(1.0, ge=0, le=10, description="Sampling temperature (default 1).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass (default 1).")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="Seed of the sample (default 0).")
 
 
 @click.group()
@@ -50,20 +63,14 @@ def list_models() -> None:
     multiple=True,
     help='Candidate continuations to score, e.g. --options " A" " B" " C".',
 )
-@click.option("--max-tokens", type=click.IntRange(1), default=64, show_default=True)
-@click.option("--temperature", type=click.FloatRange(0), default=1.0, show_default=True)
-@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True)
+@settings_options(TrySettings, into="sampling")
 @click.option("--stop", multiple=True, help="Stop string (repeatable).")
-@click.option("--seed", type=int, default=0, show_default=True)
 def try_model(
     more_options: tuple[str, ...],
     prompt: str,
     options: tuple[str, ...],
-    max_tokens: int,
-    temperature: float,
-    top_p: float,
     stop: tuple[str, ...],
-    seed: int,
+    sampling: dict[str, Any],
     model_flags: dict[str, Any],
     executor_flags: dict[str, Any],
     cache_path: Path | None,
@@ -75,12 +82,15 @@ def try_model(
     if more_options and not options:
         raise ConfigError(f"unexpected argument {more_options[0]!r}: candidates go after --options")
     candidates = (*options, *more_options)
+    twice = next((c for i, c in enumerate(candidates) if c in candidates[:i]), None)
+    if twice is not None:
+        raise ConfigError(f"option {twice!r} is given twice: give each candidate once")
     from anthology.config import ExecutorSettings, ModelSettings
 
     spec = ModelSettings(**model_flags)
-    cached, cache = open_model(
-        spec, ExecutorSettings(**executor_flags), cache_path=cache_path, no_cache=no_cache
-    )
+    settings = TrySettings(**sampling)
+    executor = ExecutorSettings(**executor_flags)
+    cached, cache = open_model(spec, executor, cache_path=cache_path, no_cache=no_cache)
     text_prompt = ({"role": "user", "content": prompt},) if spec.chat else prompt
     console = Console()
     try:
@@ -88,11 +98,11 @@ def try_model(
             [
                 GenerateRequest(
                     text_prompt,
-                    max_tokens=max_tokens,
-                    temperature=temperature,
-                    top_p=top_p,
+                    max_tokens=settings.max_tokens,
+                    temperature=settings.temperature,
+                    top_p=settings.top_p,
                     stop=stop,
-                    seed=seed,
+                    seed=settings.seed,
                 )
             ]
         )

@@ -5,6 +5,7 @@ default of its own (an unset flag leaves the value to the run, the profile or th
 from __future__ import annotations
 
 import functools
+import math
 import types
 import typing
 from collections.abc import Callable, Iterable
@@ -41,14 +42,32 @@ def _bounds(field: FieldInfo) -> dict[str, Any]:
     return found
 
 
+class FiniteFloatRange(click.FloatRange):
+    """A float in range that is also a number: click's own range lets ``nan`` and ``inf`` through
+    when a bound is open-ended (and ``nan`` through any bounds)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
 def _param_type(annotation: Any, field: FieldInfo) -> click.ParamType | type:
     if typing.get_origin(annotation) is Literal:
         return click.Choice([str(a) for a in typing.get_args(annotation)])
     if annotation is int:
         return click.IntRange(**_bounds(field))
     if annotation is float:
-        return click.FloatRange(**_bounds(field))
+        return FiniteFloatRange(**_bounds(field))
     return str
+
+
+def field_type(cls: type[Settings], name: str) -> click.ParamType | type:
+    """The click type of one field of ``cls`` (its choices or its range), for a flag written by hand
+    that sets it, so the flag and a config file accept the same values."""
+    field = cls.model_fields[name]
+    return _param_type(_unwrap_optional(field.annotation), field)
 
 
 def _option(name: str, field: FieldInfo, names: tuple[str, ...]) -> tuple[Decorator, Callable[[Any], Any]]:

@@ -9,7 +9,9 @@ import click
 from rich.console import Console
 
 from anthology.cli.common import model_options
-from anthology.cli.stages import profile_option
+from anthology.cli.options import field_type
+from anthology.cli.stages import profile_option, yes_option
+from anthology.config import BackstoriesSettings, RunConfig, SurveySettings
 
 #: Shortcuts for the settings a study changes most, by their dotted config keys.
 SHORTCUTS = {
@@ -20,6 +22,7 @@ SHORTCUTS = {
     "seed": "seed",
     "out": "out",
     "backstory_tokens": "backstories.max_tokens",
+    "preamble": "backstories.preamble",
     "demographics_mode": "demographics.mode",
     "ask_mode": "ask.mode",
     "context": "ask.context",
@@ -31,20 +34,38 @@ SHORTCUTS = {
 @profile_option
 @click.option("--survey", help="Built-in survey name or codebook path (default: gss2018-spending).")
 @click.option("--data", help="Respondent data file for the survey.")
-@click.option("--personas", type=click.IntRange(1), help="Backstories to generate (the persona pool).")
-@click.option("--respondents", type=click.IntRange(1), help="A seeded sample of this many respondents.")
-@click.option("--seed", type=click.IntRange(0), help="Seed of every random step.")
+@click.option(
+    "--personas",
+    type=field_type(BackstoriesSettings, "n"),
+    help="Backstories to generate (the persona pool).",
+)
+@click.option(
+    "--respondents",
+    type=field_type(SurveySettings, "respondents"),
+    help="A seeded sample of this many respondents.",
+)
+@click.option("--seed", type=field_type(RunConfig, "seed"), help="Seed of every random step.")
 @click.option("--out", help="Run directory (default: runs/default).")
-@click.option("--backstory-tokens", type=click.IntRange(1), help="Max tokens per backstory.")
+@click.option(
+    "--backstory-tokens", type=field_type(BackstoriesSettings, "max_tokens"), help="Max tokens per backstory."
+)
+@click.option(
+    "--preamble/--no-preamble",
+    default=None,
+    help='Open each interview with the "Are you a US citizen?" turn (default: on; off for presets that '
+    "need it, e.g. smollm2-135m).",
+)
 @click.option("--demographics-mode", type=click.Choice(["sample", "logprob"]))
 @click.option("--ask-mode", type=click.Choice(["sample", "logprob"]))
 @click.option("--context", type=click.Choice(["sequential", "independent"]))
 @model_options()
 @click.option("--dry-run", is_flag=True, help="Print model calls, tokens and a time estimate; run nothing.")
+@yes_option
 def run(
     config_file: Path | None,
     profile: str | None,
     dry_run: bool,
+    yes: bool,
     model_flags: dict[str, Any],
     executor_flags: dict[str, Any],
     cache_path: Path | None,
@@ -55,7 +76,7 @@ def run(
     max-weight, random), baselines, answering, evaluation and report. With no arguments: the bundled
     model on the GSS 2018 spending battery with the paper's settings (--profile fast for a quick pilot).
     Run the same command again to resume after an interruption."""
-    from anthology.cli.common import open_model
+    from anthology.cli.common import open_model, run_cache_path
     from anthology.config import load_config
     from anthology.study import run_study
 
@@ -69,10 +90,14 @@ def run(
 
     def opened(c, run_dir):
         return open_model(
-            c.model, c.executor, cache_path=cache_path or run_dir.cache_path, no_cache=no_cache, progress=True
+            c.model,
+            c.executor,
+            cache_path=run_cache_path(cache_path, run_dir),
+            no_cache=no_cache,
+            progress=True,
         )
 
-    run_dir = run_study(config, console=Console(stderr=True), dry_run=dry_run, open_model=opened)
+    run_dir = run_study(config, console=Console(stderr=True), dry_run=dry_run, open_model=opened, huge_ok=yes)
     if dry_run:
         return
     from anthology.cli.evaluate import print_evaluation

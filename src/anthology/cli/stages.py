@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from anthology.cli.common import model_options
-from anthology.cli.options import settings_options
+from anthology.cli.options import field_type, settings_options
 from anthology.config import PROFILES, SECTIONS, RunConfig, SurveySettings, load_config
 from anthology.errors import ConfigError
 from anthology.redact import redact
@@ -29,7 +29,13 @@ if TYPE_CHECKING:
 
 run_dir_argument = click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 seed_option = click.option(
-    "--seed", type=click.IntRange(0), help="Seed of every random step (default: the run's)."
+    "--seed", type=field_type(RunConfig, "seed"), help="Seed of every random step (default: the run's)."
+)
+yes_option = click.option(
+    "--yes",
+    is_flag=True,
+    help="Run even when the estimate says the study would take over a week or more memory than "
+    "this machine has.",
 )
 profile_option = click.option(
     "--profile",
@@ -110,9 +116,10 @@ def _stage_command(
         cache_path: Path | None = None,
         no_cache: bool = False,
         agreement: bool = False,
+        yes: bool = False,
         **given: dict[str, Any],
     ) -> None:
-        from anthology.cli.common import open_model
+        from anthology.cli.common import open_model, run_cache_path
         from anthology.pipeline import BY_NAME
         from anthology.study import run_study
 
@@ -135,12 +142,14 @@ def _stage_command(
             return open_model(
                 c.model,
                 c.executor,
-                cache_path=cache_path or run.cache_path,
+                cache_path=run_cache_path(cache_path, run),
                 no_cache=no_cache,
                 progress=stage,
             )
 
-        run = run_study(config, open_model=opened, stages=[stage], force=force, compare_modes=agreement)
+        run = run_study(
+            config, open_model=opened, stages=[stage], force=force, compare_modes=agreement, huge_ok=yes
+        )
         show(run.manifest()["stages"][stage], run)
 
     command.__doc__ = doc
@@ -157,7 +166,7 @@ def _stage_command(
         click.option("--force", is_flag=True, help="Run the stage even when nothing it depends on changed."),
     ]
     if model:
-        decorators.append(model_options())
+        decorators += [model_options(), yes_option]
     for decorator in reversed(decorators):
         decorated = decorator(decorated)
     return click.command(stage)(decorated)

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from anthology.method.prompts import ANSWER_INSTRUCTION, BACKSTORY_QUESTION, BACKSTORY_STOP
-from anthology.settings import Settings
+from anthology.settings import Settings, distinct
+
+#: The most tokens a setting may ask for: the longest context windows (about a million tokens).
+TOKENS_MAX = 2**20
 
 Style = Literal["completion", "chat"]
 Mode = Literal["sample", "logprob"]
@@ -29,18 +32,27 @@ class BackstoryConfig(Settings):
     )
     temperature: float = Field(1.0, ge=0, le=10, description="Sampling temperature.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
-    max_tokens: int = Field(1500, ge=1, description="Max tokens per backstory.")
+    max_tokens: int = Field(1500, ge=1, le=TOKENS_MAX, description="Max tokens per backstory.")
     stop: tuple[str, ...] = Field(BACKSTORY_STOP, description="Stop strings.")
     question: str = Field(BACKSTORY_QUESTION, min_length=1, description="The interview question.")
     preamble: bool = Field(True, description='Open with the "Are you a US citizen?" turn.')
-    min_tokens: int = Field(41, ge=0, description="Drop backstories with fewer tokens.")
-    min_words: int = Field(0, ge=0, description="Drop backstories with fewer words.")
+    min_tokens: int = Field(41, ge=0, le=TOKENS_MAX, description="Drop backstories with fewer tokens.")
+    min_words: int = Field(0, ge=0, le=TOKENS_MAX, description="Drop backstories with fewer words.")
     first_person: Literal["heuristic", "judge", "off"] = Field(
         "heuristic", description="First-person narrative check."
     )
     near_duplicate: float = Field(
         0.8, ge=0, description="Jaccard similarity above which a backstory is a near duplicate (>1: off)."
     )
+
+    @model_validator(mode="after")
+    def _can_keep_some(self) -> BackstoryConfig:
+        if self.min_tokens > self.max_tokens:
+            raise ValueError(
+                f"min_tokens ({self.min_tokens}) > max_tokens ({self.max_tokens}) would drop every "
+                "backstory: lower min_tokens or raise max_tokens"
+            )
+        return self
 
 
 class DemographicsConfig(Settings):
@@ -51,11 +63,13 @@ class DemographicsConfig(Settings):
     )
     samples: int = Field(40, ge=1, le=10_000, description="Samples per question in sample mode.")
     temperature: float = Field(1.0, ge=0, le=10, description="Sampling temperature.")
-    max_tokens: int = Field(128, ge=1, description="Max tokens per sampled answer.")
+    max_tokens: int = Field(128, ge=1, le=TOKENS_MAX, description="Max tokens per sampled answer.")
     stop: tuple[str, ...] = Field(("\n", "Question"), description="Stop strings of a sampled answer.")
     traits: tuple[str, ...] | None = Field(
         None, min_length=1, description="Traits to ask (default: the eight canonical traits)."
     )
+
+    _distinct_traits = field_validator("traits")(distinct)
 
 
 class AskConfig(Settings):
@@ -71,6 +85,6 @@ class AskConfig(Settings):
         20, ge=1, le=1000, description="Samples per question before an answer counts as non-compliant."
     )
     temperature: float = Field(1.0, ge=0, le=10, description="Sampling temperature.")
-    max_tokens: int = Field(128, ge=1, description="Max tokens per sampled answer.")
+    max_tokens: int = Field(128, ge=1, le=TOKENS_MAX, description="Max tokens per sampled answer.")
     stop: tuple[str, ...] = Field(("\n", "Question:"), description="Stop strings of a sampled answer.")
     instruction: str = Field(ANSWER_INSTRUCTION, description="The answering instruction.")

