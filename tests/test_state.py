@@ -373,7 +373,7 @@ def _cli_error(stderr: str) -> str:
     return errors[0]
 
 
-@pytest.mark.parametrize("free_kb", [12, 60, 150])
+@pytest.mark.parametrize("free_kb", [0, 12, 60, 150])
 def test_a_full_disk_stops_the_run_in_one_line_and_the_rerun_finishes(finished, server, tmp_path, free_kb):
     """The run lands on a 2 MB tmpfs with ``free_kb`` left (its cache copied there, so it writes every
     artifact, the manifest and the report); after space is freed the rerun ends as the uninterrupted run."""

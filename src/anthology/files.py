@@ -12,7 +12,7 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from anthology.errors import StorageError
@@ -39,24 +39,35 @@ def warn(line: str) -> None:
     logger.warning(line)
 
 
+@contextlib.contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Around writes to ``path``: a disk that refuses them raises :class:`StorageError` naming it
+    (errors such as a short write carry no file name of their own)."""
+    try:
+        yield
+    except OSError as exc:
+        line = disk_problem(exc, path)
+        if line is None:
+            raise
+        raise StorageError(line) from exc
+
+
 def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
     """Make ``path`` with ``write(temporary path)``, then flush it to disk and rename it into place, so
     a killed process or a full disk leaves the old file or the new one, never half of one. A disk that
     refuses raises :class:`StorageError` naming ``path`` (and the temporary file is removed)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        with tmp.open("rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        line = disk_problem(exc, path) if isinstance(exc, OSError) else None
-        if line is not None:
-            raise StorageError(line) from exc
-        raise
+    with writing(path):
+        try:
+            write(tmp)
+            with tmp.open("rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
     _sync_folder(path.parent)
     return path
 

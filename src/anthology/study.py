@@ -11,6 +11,7 @@ it had finished comes back from the run's response cache.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -26,6 +27,7 @@ from rich.console import Console
 from anthology import estimates, pipeline
 from anthology.config import ANTHOLOGY_METHODS, RunConfig, preset_settings
 from anthology.errors import CapabilityError, ConfigError
+from anthology.files import writing
 from anthology.hashing import fingerprint
 from anthology.models.cached_model import CachedModel, describe_calls
 from anthology.models.response_cache import ResponseCache
@@ -51,10 +53,16 @@ def locked(run: RunDir) -> Iterator[None]:
             f"{run.root} is in use by another anthology run (pid {holder}); "
             "wait for it or choose another --out"
         ) from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(str(os.getpid()))
-    handle.flush()
+    try:
+        with writing(path):
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+    except BaseException:
+        with contextlib.suppress(OSError):  # closing flushes the unwritten pid again
+            handle.close()
+        raise
     try:
         yield
     finally:
