@@ -9,6 +9,7 @@ so a stage started again after an interruption only computes what is not in the 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +66,39 @@ def backstories(stage: StageRun) -> dict[str, Any]:
     frame = generate_backstories(stage.need_model(), c.backstories.n, seed=c.seed, config=config)
     stage.run.write("backstories", frame)
     return {"summary": summary(frame)}
+
+
+def kept_line(found: dict[str, Any]) -> str:
+    """``kept 9 of 12 backstories (dropped: 2 too short: fewer tokens than 41, 1 duplicate)`` from a
+    backstories :func:`~anthology.method.backstories.summary`."""
+    dropped = ", ".join(f"{count} {reason}" for reason, count in found["dropped"].items())
+    return f"kept {found['kept']} of {found['generated']} backstories" + (
+        f" (dropped: {dropped})" if dropped else ""
+    )
+
+
+def check_pool(run: RunDir, config: RunConfig, respondents: int | None) -> str:
+    """The backstories kept, read back from the artifact, as :func:`kept_line`; raise ``ConfigError``,
+    before the demographic survey spends model calls, when none was kept or when max-weight matching
+    (one persona per respondent) cannot succeed with the ``respondents`` (``None``: not checked)."""
+    found = summary(run.read("backstories"))
+    line = kept_line(found)
+    kept, n = found["kept"], config.backstories.n
+    one_each = "max-weight" in config.matching.methods and respondents is not None and kept < respondents
+    if kept and not one_each:
+        return line
+    problem = (
+        f"fewer than the {respondents} respondents max-weight matching gives one persona each"
+        if one_each
+        else "no persona to survey"
+    )
+    more = max(n + 1, math.ceil(1.25 * n * (respondents or 1) / kept)) if kept else 2 * n
+    fixes = [f"generate more (--personas {more}: the {n} made so far come back from the cache)"]
+    if any(reason.startswith("too short") for reason in found["dropped"]):
+        fixes.append("let them run longer (--backstory-tokens) or lower backstories.min_tokens")
+    if one_each:
+        fixes.append("drop max-weight from matching.methods and ask.methods, or lower --respondents")
+    raise ConfigError(f"{line}: {problem}; {', '.join(fixes)}")
 
 
 def demographics(stage: StageRun) -> dict[str, Any]:

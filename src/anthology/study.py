@@ -185,12 +185,20 @@ def run_study(
                 _run_stage(
                     stage, run, config, model, console, label, force=force, compare_modes=compare_modes
                 )
+                if stage.name == "backstories":  # what was kept, and whether matching can succeed
+                    console.print(f"    {pipeline.check_pool(run, config, _respondents(study))}")
         finally:
             if model is not None:
                 model.close()
             if cache is not None:
                 cache.close()
     return run
+
+
+def _respondents(study: Plan) -> int | None:
+    """How many respondents the study matches (``None`` when it does not match)."""
+    respondents = study.survey.respondents if study.survey is not None else None
+    return None if respondents is None else len(respondents)
 
 
 def _check_size(study: Plan, model: CachedModel, console: Console, *, dry_run: bool, huge_ok: bool) -> None:

@@ -9,6 +9,7 @@ import sys
 import click
 
 from anthology import __version__
+from anthology.cli.interrupts import interruptible, message
 from anthology.cli.models import models
 from anthology.cli.run import run
 from anthology.cli.stages import ask, backstories, demographics, evaluate, match, report
@@ -37,7 +38,8 @@ class _Group(click.Group):
         if _WARNINGS not in logger.handlers:
             logger.addHandler(_WARNINGS)
         try:
-            return super().invoke(ctx)
+            with interruptible():
+                return super().invoke(ctx)
         except AnthologyError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(2)
@@ -51,9 +53,10 @@ class _Group(click.Group):
             where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
             click.echo(f"error: {exc.format_message()} (see `{where} --help`)", err=True)
             ctx.exit(2)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            ctx.exit(130)
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the work finished so far is kept
+            line, status = message(exc)
+            click.echo(line, err=True)
+            ctx.exit(status)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
