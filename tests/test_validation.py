@@ -159,7 +159,8 @@ def test_a_request_refuses_a_temperature_that_is_not_a_number():
     [
         ("backstories: {n: 100000000000}", "backstories.n: Input should be less than or equal to 1000000"),
         ("backstories: {max_tokens: 2000000}", "backstories.max_tokens: Input should be less than or equal"),
-        ("backstories: {max_tokens: 30}", "min_tokens (41) > max_tokens (30) would drop every backstory"),
+        ("backstories: {max_tokens: 30}", "backstories.max_tokens (30) < backstories.min_tokens (41) would"),
+        ("ask: {dp_max_tokens: 30}", "ask.dp_max_tokens (30) < backstories.min_tokens (41) would drop"),
         ("survey: {respondents: 100000000000}", "survey.respondents: Input should be less than or equal"),
         ("demographics: {traits: [age, age]}", "demographics.traits: 'age' is given twice"),
         ("matching: {methods: [greedy, greedy]}", "matching.methods: 'greedy' is given twice"),

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from anthology.errors import ConfigError
 from anthology.method.settings import (
@@ -198,6 +198,21 @@ class RunConfig(Settings):
         if not out.strip():
             raise ValueError("the run directory is empty: give a folder path (--out DIR)")
         return out
+
+    @model_validator(mode="after")
+    def _backstories_can_be_kept(self) -> RunConfig:
+        """Refuse lengths that would drop every backstory (natural, or demographics-primed)."""
+        least = self.backstories.min_tokens
+        longest = {"backstories.max_tokens": self.backstories.max_tokens}
+        if "dp" in self.ask.methods:
+            longest["ask.dp_max_tokens"] = self.ask.dp_max_tokens
+        for key, tokens in longest.items():
+            if tokens < least:
+                raise ValueError(
+                    f"{key} ({tokens}) < backstories.min_tokens ({least}) would drop every backstory: "
+                    "lower backstories.min_tokens or raise the max tokens"
+                )
+        return self
 
 
 def _merge(into: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:

@@ -39,7 +39,7 @@ def estimate(config: RunConfig, stages: Sequence[str], survey: Survey | None) ->
     per_answer = 1 if c.demographics.mode == "logprob" else c.demographics.samples
     rows = []
     if "backstories" in stages:
-        drawn = n + max(8, int(n * 1.5))  # the citizenship preamble's samples and the stories
+        drawn = n + (max(8, int(n * 1.5)) if c.backstories.preamble else 0)  # and the preamble's samples
         rows.append(
             {
                 "stage": "backstories",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from anthology.method.prompts import ANSWER_INSTRUCTION, BACKSTORY_QUESTION, BACKSTORY_STOP
 from anthology.settings import Settings, distinct
@@ -44,15 +44,6 @@ class BackstoryConfig(Settings):
     near_duplicate: float = Field(
         0.8, ge=0, description="Jaccard similarity above which a backstory is a near duplicate (>1: off)."
     )
-
-    @model_validator(mode="after")
-    def _can_keep_some(self) -> BackstoryConfig:
-        if self.min_tokens > self.max_tokens:
-            raise ValueError(
-                f"min_tokens ({self.min_tokens}) > max_tokens ({self.max_tokens}) would drop every "
-                "backstory: lower min_tokens or raise max_tokens"
-            )
-        return self
 
 
 class DemographicsConfig(Settings):
