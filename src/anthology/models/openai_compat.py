@@ -1111,7 +1111,8 @@ class OpenAICompatModel:
             if attempt + 1 < attempts:
                 delay = self._delay(attempt, retry_after)
                 logger.debug("%s %s; retry %d/%d in %.2fs", shown, last, attempt + 1, attempts - 1, delay)
-                self._notice.retried(last)
+                if not never_connected:  # refused connections end in "cannot reach" within seconds
+                    self._notice.retried(last)
                 await asyncio.sleep(delay)
         if never_connected:
             raise ServerUnreachableError(
