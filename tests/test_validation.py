@@ -386,13 +386,15 @@ def test_a_preset_brings_the_settings_it_needs_unless_the_user_set_them(tmp_path
     from anthology.config import load_config, preset_settings
 
     config = load_config(None, {"model.name": "smollm2-135m"})
-    assert config.backstories.preamble is False
-    assert preset_settings(config) == {"backstories.preamble": False}
+    assert config.backstories.preamble is False and config.backstories.style == "chat"
+    assert preset_settings(config) == {"backstories.style": "chat", "backstories.preamble": False}
     chosen = load_config(None, {"model.name": "smollm2-135m", "backstories.preamble": True})
-    assert chosen.backstories.preamble is True and preset_settings(chosen) == {}
+    assert chosen.backstories.preamble is True and chosen.backstories.style == "chat"
+    assert preset_settings(chosen) == {"backstories.style": "chat"}
     in_file = write(tmp_path / "c.yaml", "model: {name: smollm2-135m}\nbackstories: {preamble: true}\n")
     assert load_config(in_file).backstories.preamble is True
-    assert load_config(None, {}).backstories.preamble is True  # other models: the paper's preamble
+    default = load_config(None, {})  # other models: the paper's completion interview and preamble
+    assert default.backstories.preamble is True and default.backstories.style == "completion"
 
 
 @pytest.mark.parametrize(("flag", "preamble"), [("--no-preamble", False), ("--preamble", True), (None, True)])
@@ -427,4 +429,7 @@ def test_a_bundled_preset_says_which_settings_it_runs_with(tmp_path):
         "--personas", "4", "--respondents", "2", "--dry-run",
     )  # fmt: skip
     assert code == 0, output
-    assert "smollm2-135m runs with backstories.preamble: false, as this model needs" in output
+    assert (
+        'smollm2-135m runs with backstories.style: "chat", backstories.preamble: false, as this model needs'
+        in output
+    )

