@@ -591,3 +591,25 @@ def test_default_cache_path(monkeypatch, tmp_path):
     assert default_cache_path() == tmp_path / "mine.sqlite"
     monkeypatch.setenv("ANTHOLOGY_CACHE", str(tmp_path))
     assert default_cache_path() == tmp_path / "responses.sqlite"
+
+
+def test_a_local_model_scoring_nan_is_refused_and_nothing_is_stored(tiny_parts, tmp_path):
+    """A float16 overflow shows as NaN logits: the scores are not believed, cached or returned."""
+    import copy
+
+    import torch
+    from conftest import tiny_hf
+
+    model, tokenizer = tiny_parts
+    poisoned = copy.deepcopy(model)
+    with torch.no_grad():
+        poisoned.lm_head.weight[:, :] = float("nan")
+    with ResponseCache(tmp_path / "c.sqlite") as cache:
+        cached = CachedModel(tiny_hf((poisoned, tokenizer)), cache)
+        request = ScoreRequest(context="Question: pick one\nAnswer:", options=(" A", " B"))
+        with pytest.raises(BackendError, match=r"unusable scores .*not finite.*--dtype float32"):
+            cached.score([request])
+        assert cache.stats()["total"] == 0
+        good = CachedModel(tiny_hf(tiny_parts), cache).score([request])[0]
+        assert all(lp <= 0 for lp in good.logprobs)
+        assert cache.stats()["total"] == 1

@@ -387,9 +387,25 @@ class CachedModel:
         results, elapsed = self._call(self.model.score, subs)
         per_unit = elapsed / len(subs)
         rows = []
+        unusable: BackendError | None = None
         for (key, request), result in zip(chunk, results, strict=True):
             if not isinstance(result, ScoreResult) or len(result.logprobs) != len(request.options):
                 raise BackendError(f"the backend returned {result!r} for {len(request.options)} options")
+            response = {
+                "logprobs": [float(x) for x in result.logprobs],
+                "coverage": float(result.coverage),
+                "imputed": [bool(x) for x in result.imputed],
+                "prompt_tokens": int(result.prompt_tokens),
+            }
+            try:  # every backend's scores pass the checks a cached row does (a float16 NaN, say)
+                _score_from_json(response, request)
+            except ValueError as exc:
+                unusable = unusable or BackendError(
+                    f"model {identity.get('model', '?')!r} returned unusable scores "
+                    f"({str(exc).removeprefix('cached ')}) for options {list(request.options)!r}; "
+                    "they were not stored: a local model in float16 may overflow, try --dtype float32"
+                )
+                continue
             self.stats.prompt_tokens += int(result.prompt_tokens)
             found[key] = result
             if self.cache is not None:
@@ -399,12 +415,7 @@ class CachedModel:
                         kind="score",
                         model=identity,
                         request=score_unit(request),
-                        response={
-                            "logprobs": [float(x) for x in result.logprobs],
-                            "coverage": float(result.coverage),
-                            "imputed": [bool(x) for x in result.imputed],
-                            "prompt_tokens": int(result.prompt_tokens),
-                        },
+                        response=response,
                         duration_s=per_unit,
                         prompt_tokens=int(result.prompt_tokens),
                         completion_tokens=0,
@@ -412,6 +423,8 @@ class CachedModel:
                 )
         if self.cache is not None:
             self.cache.put_many(rows)
+        if unusable is not None:
+            raise unusable
 
 
 def _replace_samples(request: GenerateRequest, *, n: int, first_sample: int) -> GenerateRequest:
