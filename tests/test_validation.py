@@ -291,10 +291,13 @@ def test_the_refusal_rule(monkeypatch):
     slow = {"prefill_tokens_per_s": 1000.0, "decode_steps_per_s": 10.0, "batch": 16}
     line = estimates.beyond_reason(rows, big, None, lambda: slow)
     assert line is not None and "days of model time at the rates measured here, over a week" in line
-    line = estimates.beyond_reason(rows, big, None, lambda: None)  # a server: its assumed rates
-    assert line is None or "a fast server's rates" in line
+    assert estimates.beyond_reason(rows, big, None, lambda: None) is None  # a server: fast rates
+    huge = load_config(None, {"backstories.n": 1_000_000})  # 40 sampled answers per question
+    rows = estimates.estimate(huge, ("backstories", "demographics"), None)
+    line = estimates.beyond_reason(rows, huge, None, lambda: None)
+    assert line is not None and "days of model time at a fast server's rates" in line
     monkeypatch.setattr(estimates, "physical_memory", lambda: 1 << 20)
-    line = estimates.beyond_reason(rows, big, fast, never)
+    line = estimates.beyond_reason(rows, huge, fast, never)
     assert line is not None and "more than this machine's" in line
 
 
