@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -206,3 +207,34 @@ def test_executor_misuse_is_a_one_line_error(cluster, folder, tmp_path, monkeypa
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(MissingDependencyError, match=r"pip install 'anthology-personas\[ray\]'"):
         RayModel(str(folder))
+
+
+def test_sigterm_during_a_ray_run_is_one_line(cluster, folder, tmp_path):
+    """ray.init replaces the SIGTERM handler with a bare exit; the run keeps its own (one line, 143)."""
+    config = {
+        "profile": "fast",
+        "model": {"name": str(folder), "device": "cpu", "dtype": "float32"},
+        "survey": {"respondents": 4},
+        "backstories": {"n": 8, "max_tokens": 16, "preamble": False, "min_tokens": 1, "first_person": "off"},
+    }
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(config))
+    args = ["run", str(path), "--out", str(tmp_path / "run"), "--executor", "ray", "--ray-address", cluster]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "anthology", *args],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert process.stderr is not None
+    for line in process.stderr:
+        if line.startswith("[2/6] demographics"):
+            process.send_signal(signal.SIGTERM)
+            break
+    _, err = process.communicate(timeout=600)
+    assert process.returncode == 143, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        "interrupted (SIGTERM): finished work is kept; run the same command again to resume"
+    )

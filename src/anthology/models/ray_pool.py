@@ -25,7 +25,9 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import signal
 import socket
+import threading
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import replace
@@ -144,7 +146,11 @@ class RayModel:
         self._owns_ray = False
         ray = _import_ray()
         if not ray.is_initialized():
+            # ray.init makes SIGTERM a bare sys.exit; keep the caller's handler (the CLI's interrupt line).
+            sigterm = signal.getsignal(signal.SIGTERM)
             _connect(ray, address)
+            if sigterm is not None and threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, sigterm)
             self._owns_ray = True
         try:
             _check_resources(ray, workers, cpus_per_worker, gpus_per_worker)
