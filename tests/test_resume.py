@@ -95,7 +95,7 @@ def config(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def uninterrupted(config) -> dict[str, bytes]:
-    out = config.parent / "uninterrupted"
+    out = config.parent / "uninterrupted" / "run"  # the report names the run's folder
     code, err = finish(anthology_run(config, out))
     assert code == 0, err
     return results(out)
@@ -104,7 +104,7 @@ def uninterrupted(config) -> dict[str, bytes]:
 @pytest.mark.slow
 @bundled
 def test_interrupted_everywhere_resumes_to_the_same_files(config, uninterrupted):
-    out = config.parent / "interrupted"
+    out = config.parent / "interrupted" / "run"
     # One run directory interrupted in turn in each stage that works, each time resumed by the same
     # command: SIGKILL in backstories, SIGTERM in demographics, SIGINT in ask, SIGTERM in evaluate.
     points = [
