@@ -23,7 +23,7 @@ pytest.importorskip("torch")
 ray = pytest.importorskip("ray")
 
 from anthology.cli import app  # noqa: E402
-from anthology.errors import BackendError, MissingDependencyError  # noqa: E402
+from anthology.errors import ConfigError, MissingDependencyError  # noqa: E402
 from anthology.models.base import GenerateRequest, ScoreRequest  # noqa: E402
 from anthology.models.ray_pool import RayModel, shard_bounds, shard_count  # noqa: E402
 from anthology.models.registry import load_model  # noqa: E402
@@ -130,9 +130,9 @@ def test_replicas_give_the_local_results_on_both_workers(cluster, folder):
 
         # A worker's anthology error arrives as itself, with the local message.
         too_long = [GenerateRequest("word " * 3000, max_tokens=2)]
-        with pytest.raises(BackendError) as remote:
+        with pytest.raises(ConfigError) as remote:
             model.generate(too_long)
-        with pytest.raises(BackendError) as here:
+        with pytest.raises(ConfigError) as here:
             local.generate(too_long)
         assert str(remote.value) == str(here.value)
     finally:

@@ -256,7 +256,8 @@ def test_a_generation_prompt_longer_than_the_context_is_refused(tiny_model):
 
 def test_a_study_beyond_reason_is_refused_by_dry_run_and_run_unless_forced(tiny_folder, tmp_path):
     run = tmp_path / "run"
-    args = ("run", "--model", tiny_folder, "--out", str(run), "--personas", "1000000", "--profile", "fast")
+    # The paper's 40 sampled answers per trait: months even at the tiny model's speed on a fast CPU.
+    args = ("run", "--model", tiny_folder, "--out", str(run), "--personas", "1000000", "--profile", "paper")
     code, output = cli(*args, "--dry-run")
     assert code == 2 and "Traceback" not in output
     last = output.strip().splitlines()[-1]

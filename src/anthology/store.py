@@ -77,9 +77,7 @@ class RunDir:
         else:
             problem = _shape_problem(_shape_of(frame), self.recorded_shape(name))
         if problem is not None:
-            raise DamagedFileError(
-                f"{path} is damaged ({problem}): rerun `{maker} {self.root}` to remake it"
-            )
+            raise DamagedFileError(f"{path} is damaged ({problem}): rerun `{maker} {self.root}` to remake it")
         return frame
 
     def shape(self, name: str) -> dict[str, Any]:

