@@ -44,7 +44,7 @@ profile_option = click.option(
 )
 #: The stage flags whose names differ from their fields'.
 FLAGS: dict[str, dict[str, tuple[str, ...]]] = {
-    "backstories": {"n": ("-n", "--n")},
+    "backstories": {"n": ("-n", "--n", "--personas")},  # --personas as `anthology run` has it
     "survey": {"name": ("--survey",)},
     "matching": {"methods": ("--method", "--methods")},
 }
