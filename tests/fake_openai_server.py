@@ -684,3 +684,26 @@ def client(server: FakeOpenAIServer, **kwargs: Any) -> Any:
         "max_retries": 3,
     }
     return OpenAICompatModel(**{**options, **kwargs})
+
+
+def small_chat_study(out: str, *, seed: int = 2, **model: Any) -> dict[str, Any]:
+    """A whole study that a chat server runs in seconds: six tiny unfiltered backstories, four
+    respondents, log-prob answers; ``model`` are the model settings besides ``chat``."""
+    return {
+        "seed": seed,
+        "out": out,
+        "model": {"chat": True, **model},
+        "survey": {"name": "gss2018-spending", "respondents": 4},
+        "backstories": {
+            "style": "chat",
+            "n": 6,
+            "max_tokens": 8,
+            "preamble": False,
+            "min_tokens": 1,
+            "first_person": "off",
+            "near_duplicate": 2.0,
+        },
+        "demographics": {"mode": "logprob"},
+        "ask": {"mode": "logprob", "context": "independent", "dp_max_tokens": 8},
+        "evaluate": {"splits": 5, "resamples": 20},
+    }

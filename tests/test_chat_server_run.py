@@ -9,31 +9,14 @@ import json
 import pandas as pd
 import yaml
 from click.testing import CliRunner
-from fake_openai_server import FakeOpenAIServer
+from fake_openai_server import FakeOpenAIServer, small_chat_study
 
 from anthology.cli import app
 
 
 def test_chat_only_server_runs_every_method_as_chat(tmp_path):
     with FakeOpenAIServer() as server:
-        config = {
-            "seed": 2,
-            "out": str(tmp_path / "run"),
-            "model": {"name": f"openai:fake@{server.base_url}", "chat": True},
-            "survey": {"name": "gss2018-spending", "respondents": 4},
-            "backstories": {
-                "style": "chat",
-                "n": 6,
-                "max_tokens": 8,
-                "preamble": False,
-                "min_tokens": 1,
-                "first_person": "off",
-                "near_duplicate": 2.0,
-            },
-            "demographics": {"mode": "logprob"},
-            "ask": {"mode": "logprob", "context": "independent", "dp_max_tokens": 8},
-            "evaluate": {"splits": 5, "resamples": 20},
-        }
+        config = small_chat_study(str(tmp_path / "run"), name=f"openai:fake@{server.base_url}")
         path = tmp_path / "study.yaml"
         path.write_text(yaml.safe_dump(config))
         result = CliRunner().invoke(app, ["run", str(path)])

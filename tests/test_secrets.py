@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 from click.testing import CliRunner
-from fake_openai_server import FakeOpenAIServer
+from fake_openai_server import FakeOpenAIServer, small_chat_study
 
 from anthology.cli import app
 from anthology.redact import (
@@ -80,24 +80,7 @@ def test_ordinary_parameter_names(name):
 
 
 def study(tmp_path: Path, model: dict) -> Path:
-    config = {
-        "seed": 3,
-        "out": str(tmp_path / "run"),
-        "model": {"chat": True, "retries": 2, **model},
-        "survey": {"name": "gss2018-spending", "respondents": 4},
-        "backstories": {
-            "style": "chat",
-            "n": 6,
-            "max_tokens": 8,
-            "preamble": False,
-            "min_tokens": 1,
-            "first_person": "off",
-            "near_duplicate": 2.0,
-        },
-        "demographics": {"mode": "logprob"},
-        "ask": {"mode": "logprob", "context": "independent", "dp_max_tokens": 8},
-        "evaluate": {"splits": 5, "resamples": 20},
-    }
+    config = small_chat_study(str(tmp_path / "run"), seed=3, retries=2, **model)
     tmp_path.mkdir(exist_ok=True)
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -12,7 +12,7 @@ import time
 import pytest
 import yaml
 from click.testing import CliRunner
-from fake_openai_server import FakeOpenAIServer, ToyModel, client
+from fake_openai_server import FakeOpenAIServer, ToyModel, client, small_chat_study
 
 from anthology.cli import app
 from anthology.errors import BackendError
@@ -209,24 +209,7 @@ def test_a_run_on_a_server_that_sends_nan_stops_with_one_line_and_writes_no_numb
     cache; the rerun on a mended server finishes from what was kept."""
     with FakeOpenAIServer(corrupt="nan") as server:
         run = tmp_path / "run"
-        config = {
-            "seed": 2,
-            "out": str(run),
-            "model": {"name": f"openai:fake@{server.base_url}", "chat": True, "retries": 1},
-            "survey": {"name": "gss2018-spending", "respondents": 4},
-            "backstories": {
-                "style": "chat",
-                "n": 6,
-                "max_tokens": 8,
-                "preamble": False,
-                "min_tokens": 1,
-                "first_person": "off",
-                "near_duplicate": 2.0,
-            },
-            "demographics": {"mode": "logprob"},
-            "ask": {"mode": "logprob", "context": "independent", "dp_max_tokens": 8},
-            "evaluate": {"splits": 5, "resamples": 20},
-        }
+        config = small_chat_study(str(run), name=f"openai:fake@{server.base_url}", retries=1)
         path = tmp_path / "study.yaml"
         path.write_text(yaml.safe_dump(config))
         result = CliRunner().invoke(app, ["run", str(path)])
