@@ -28,7 +28,7 @@ from anthology.surveys import load_survey
 pytest.importorskip("torch")
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-RUN = ("own-survey.yaml", "gpu-llama3.yaml", "vllm.yaml")
+RUN = ("own-survey.yaml", "norway.yaml", "gpu-llama3.yaml", "vllm.yaml")
 VALIDATED = ("paper.yaml", "pew-w34.yaml", "ray.yaml")
 CHAT_TEMPLATE = (
     "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
@@ -80,16 +80,14 @@ def server():
 
 
 def small(example: dict, *, model: dict, out: Path) -> dict:
-    """The example at test sizes (few personas and respondents, short texts, few samples and
-    resamples), with ``model`` for its model."""
-    respondents = example["survey"].get("respondents")
-    respondents = None if respondents is None else 4
+    """The example at test sizes (14 personas, a seeded 4 of its respondents, short texts, few samples
+    and resamples), with ``model`` for its model."""
     return {
         **example,
         "out": str(out),
         "model": model,
         "executor": {"kind": "local"},
-        "survey": {**example["survey"], "respondents": respondents},
+        "survey": {**example["survey"], "respondents": 4},
         "backstories": {
             **example.get("backstories", {}),
             "n": 14,
@@ -105,7 +103,7 @@ def small(example: dict, *, model: dict, out: Path) -> dict:
     }
 
 
-@pytest.mark.slow  # minutes on a busy 2-core machine: three whole studies, paper modes included
+@pytest.mark.slow  # minutes on a busy 2-core machine: four whole studies, paper modes included
 @pytest.mark.parametrize("name", RUN)
 def test_example_runs_with_the_tiny_model(examples, name, tiny_folder, server):
     example = yaml.safe_load((examples / name).read_text())

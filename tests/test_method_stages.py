@@ -114,9 +114,15 @@ class ScriptedModel:
     """Answers every multiple-choice prompt with the option whose label contains ``target`` (by
     letter when sampling, by log-probability when scoring), and the interview questions as told."""
 
-    def __init__(self, target: dict[str, str], preamble: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        target: dict[str, str],
+        preamble: list[str] | None = None,
+        question: str = prompts.CITIZEN_QUESTION,
+    ) -> None:
         self.target = target
         self.preamble = preamble or ["Yes"]
+        self.question = question  # the preamble question it answers from ``preamble``
         self.calls = 0
 
     identity: ClassVar[dict[str, str]] = {"backend": "scripted", "model": "scripted"}
@@ -135,7 +141,7 @@ class ScriptedModel:
         self.calls += 1
         results = []
         for r in requests:
-            if r.prompt.endswith(f"{prompts.CITIZEN_QUESTION}\n\nAnswer:"):
+            if r.prompt.endswith(f"{self.question}\n\nAnswer:"):
                 texts = [self.preamble[(r.first_sample + k) % len(self.preamble)] for k in range(r.n)]
             elif r.prompt.endswith("Answer:") and "(A)" in r.prompt.rsplit("Question: ", 1)[1]:
                 texts = [f" ({prompts.LETTERS[self._letter(r.prompt)]})"] * r.n
@@ -173,6 +179,21 @@ def test_backstories_preamble_resampled_until_yes_and_filters_recorded():
     # 12 tokens <= 40: the paper's length filter drops them all, and says why.
     assert not frame["kept"].any()
     assert summary(frame)["dropped"] == {"too short: fewer tokens than 41": 4}
+
+
+def test_the_preamble_is_a_question_of_ones_own_or_none():
+    question = "Are you a Norwegian citizen?"
+    model = ScriptedModel({}, preamble=["Nei.", "Yes, I am."], question=question)
+    frame = generate_backstories(model, 3, seed=1, config=BackstoryConfig(preamble=question))
+    assert all(
+        c.startswith(f"Question: {question}\n\nAnswer: Yes, I am.\n\nQuestion: Tell me about yourself.")
+        for c in frame["context"]
+    )
+    assert prompts.CITIZEN_QUESTION not in " ".join(frame["context"])
+    without = generate_backstories(model, 3, seed=1, config=BackstoryConfig(preamble=False))
+    assert all(c.startswith("Question: Tell me about yourself.") for c in without["context"])
+    # The stories themselves come from the same per-persona seeds either way.
+    assert list(without["text"]) == list(frame["text"])
 
 
 def test_demographics_sample_and_logprob_agree_on_a_known_answer():

@@ -214,6 +214,20 @@ def test_constant_column_policies():
     assert correlation_matrix(np.array([[1, 2], [2, 2], [3, 1], [4, 4]]), w)[0, 1] == 0.0
 
 
+def test_support_counts_complete_respondents_and_varying_questions():
+    """What the correlations rest on: complete rows with positive weight, questions that vary there."""
+    humans = np.array([[1, 2, 3], [2, 2, 1], [3, 2, MISSING], [4, 1, 2], [1, 3, 3]])
+    weights = np.array([1.0, 1.0, 1.0, 1.0, 0.0])  # the last row counts for nothing
+    personas = np.array([[2, 2, 2], [2, 1, 3], [2, 3, 1]])
+    c = compare(humans, personas, 4, human_weights=weights)
+    # humans: rows 0, 1, 3 complete with weight; question 2 varies (2, 2, 1), so all three vary
+    assert (c.human_support.complete, c.human_support.varying) == (3, 3)
+    assert (c.persona_support.complete, c.persona_support.varying) == (3, 2)  # question 0 is constant
+    assert c.n_humans_complete == 4  # answered everything, whatever the weight
+    alike = compare(humans, np.full((4, 3), 2), 4, human_weights=weights)
+    assert alike.persona_support.varying == 0
+
+
 def test_too_few_complete_respondents_gives_nan():
     answers = np.array([[1, 2], [MISSING, 1], [2, MISSING]])
     assert np.isnan(correlation_matrix(answers)).all()
@@ -260,15 +274,18 @@ def test_lower_bound_equals_naive_splits_and_is_deterministic():
     n_options, humans, _, weights = random_case(7, n_humans=301)
     bound = human_lower_bound(humans, n_options, weights, n_splits=12, seed=5)
     streams = np.random.default_rng(5).spawn(12)
-    wd, fro = [], []
+    wd, fro, complete = [], [], []
     for stream in streams:
         order = stream.permutation(len(humans))
         a, b = order[:150], order[150:]
         c = compare(humans[a], humans[b], n_options, human_weights=weights[a], persona_weights=weights[b])
         wd.append(c.wd_raw)
         fro.append(c.frobenius)
+        complete.append([(humans[half] != MISSING).all(axis=1).sum() for half in (a, b)])
     np.testing.assert_allclose(bound.wd_raw_per_split, wd, atol=TOL)
     np.testing.assert_allclose(bound.frobenius_per_split, fro, atol=TOL)
+    np.testing.assert_array_equal(bound.complete_per_split, complete)
+    assert (bound.varying_per_split == len(n_options)).all()
     assert bound.wd_raw == pytest.approx(np.mean(wd), abs=TOL)
     assert bound.frobenius == pytest.approx(np.mean(fro), abs=TOL)
     assert bound.wd_normalized_per_split.shape == (12,)

@@ -42,7 +42,13 @@ def test_report_is_written_with_every_section(report):
         "metadata",
     ):
         assert f'<section id="{section}">' in html
-    for text in ("Anthology (greedy)", "Human lower bound", "natspac", "Backstory pool", "Matched, greedy"):
+    for text in (
+        "Anthology (greedy)",
+        "Split-half reference (noisy at n=40)",
+        "natspac",
+        "Backstory pool",
+        "Matched, greedy",
+    ):
         assert text in html
     assert "Cache hits" in html and "1,234" in html  # run metadata: model calls and tokens
     assert 'id="coverage-table"' in html and "Warning: 25.0% of the option probability in ask (qa)" in html

@@ -284,7 +284,7 @@ def test_the_refusal_rule(monkeypatch):
     rows = estimates.estimate(config, stages, open_survey(config))
     assert estimates.beyond_reason(rows, config, None, never) is None  # the default study
 
-    big = load_config(None, {"backstories.n": 200_000, "profile": "fast"})
+    big = load_config(None, {"backstories.n": 300_000, "profile": "fast"})  # 6 traits: those GSS maps
     rows = estimates.estimate(big, ("backstories", "demographics"), None)
     monkeypatch.setattr(estimates, "physical_memory", lambda: 1 << 40)
     fast = {"prefill_tokens_per_s": 1e6, "decode_steps_per_s": 1e3, "batch": 256}
@@ -390,19 +390,31 @@ def test_a_preset_brings_the_settings_it_needs_unless_the_user_set_them(tmp_path
     from anthology.config import load_config, preset_settings
 
     config = load_config(None, {"model.name": "smollm2-135m"})
-    assert config.backstories.preamble is False and config.backstories.style == "chat"
+    assert config.backstories.preamble is None and config.backstories.style == "chat"
     assert preset_settings(config) == {"backstories.style": "chat", "backstories.preamble": False}
     chosen = load_config(None, {"model.name": "smollm2-135m", "backstories.preamble": True})
-    assert chosen.backstories.preamble is True and chosen.backstories.style == "chat"
+    assert chosen.backstories.preamble == CITIZEN and chosen.backstories.style == "chat"
     assert preset_settings(chosen) == {"backstories.style": "chat"}
     in_file = write(tmp_path / "c.yaml", "model: {name: smollm2-135m}\nbackstories: {preamble: true}\n")
-    assert load_config(in_file).backstories.preamble is True
+    assert load_config(in_file).backstories.preamble == CITIZEN
     default = load_config(None, {})  # other models: the paper's completion interview and preamble
-    assert default.backstories.preamble is True and default.backstories.style == "completion"
+    assert default.backstories.preamble == CITIZEN and default.backstories.style == "completion"
+    norway = write(tmp_path / "n.yaml", "backstories:\n  preamble: Do you live in Norway?\n")
+    assert load_config(norway).backstories.preamble == "Do you live in Norway?"
 
 
-@pytest.mark.parametrize(("flag", "preamble"), [("--no-preamble", False), ("--preamble", True), (None, True)])
-def test_run_has_the_preamble_flag(tmp_path, monkeypatch, flag, preamble):
+CITIZEN = "Are you a US citizen?"
+
+
+@pytest.mark.parametrize(
+    ("flags", "preamble"),
+    [
+        (["--no-preamble"], None),
+        (["--preamble", "Do you live in Norway?"], "Do you live in Norway?"),
+        ([], CITIZEN),
+    ],
+)
+def test_run_has_the_preamble_flags(tmp_path, monkeypatch, flags, preamble):
     import anthology.study
 
     seen = []
@@ -412,9 +424,9 @@ def test_run_has_the_preamble_flag(tmp_path, monkeypatch, flag, preamble):
         raise SystemExit(0)
 
     monkeypatch.setattr(anthology.study, "run_study", run_study)
-    code, output = cli("run", "--out", str(tmp_path / "run"), *([flag] if flag else []))
+    code, output = cli("run", "--out", str(tmp_path / "run"), *flags)
     assert code == 0, output
-    assert seen[0].backstories.preamble is preamble
+    assert seen[0].backstories.preamble == preamble
 
 
 def test_the_backstories_command_has_the_preamble_flag(tiny_folder, tmp_path):
@@ -423,7 +435,7 @@ def test_the_backstories_command_has_the_preamble_flag(tiny_folder, tmp_path):
     stories = tmp_path / "stories"
     code, output = cli("backstories", str(stories), "--model", tiny_folder, *QUICK)
     assert code == 0, output
-    assert '"preamble": false' in pd.read_parquet(stories / "backstories.parquet")["params"].iloc[0]
+    assert '"preamble": null' in pd.read_parquet(stories / "backstories.parquet")["params"].iloc[0]
 
 
 @pytest.mark.slow

@@ -314,8 +314,16 @@ def preset_settings(config: RunConfig) -> dict[str, Any]:
     that says so; empty for other models or when the user chose otherwise."""
     preset = PRESETS.get(config.model.name)
     needs = preset.settings if preset is not None else {}
-    dumped = config.model_dump()
-    return {key: v for key, v in needs.items() if dumped[key.split(".")[0]][key.split(".")[1]] == v}
+    return {key: v for key, v in needs.items() if _runs_with(config, key, v)}
+
+
+def _runs_with(config: RunConfig, key: str, value: Any) -> bool:
+    """Whether the config's setting ``key`` (dotted) is ``value`` as its settings class reads it
+    (``backstories.preamble: false`` is stored as no preamble)."""
+    section_name, field = key.split(".")
+    section = getattr(config, section_name)
+    wanted = type(section).model_validate({**section.model_dump(), field: value})
+    return getattr(section, field) == getattr(wanted, field)
 
 
 def _copy(layer: dict[str, Any]) -> dict[str, Any]:

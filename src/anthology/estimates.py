@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from anthology.config import RunConfig
+from anthology.pipeline import study_traits
 from anthology.surveys import Survey
-from anthology.surveys.traits import CANONICAL_TRAITS
 
 Rates = dict[str, float]
 #: Longest model time a study may take without ``--yes``.
@@ -35,7 +35,7 @@ def estimate(config: RunConfig, stages: Sequence[str], survey: Survey | None) ->
     c = config
     n = c.backstories.n
     story_tokens = c.backstories.max_tokens + 60
-    traits = len(c.demographics.traits or CANONICAL_TRAITS)
+    traits = len(study_traits(c)) if "demographics" in stages else 0
     per_answer = 1 if c.demographics.mode == "logprob" else c.demographics.samples
     rows = []
     if "backstories" in stages:

@@ -18,17 +18,18 @@ import pandas as pd
 
 from anthology.config import ANTHOLOGY_METHODS, RunConfig
 from anthology.errors import ConfigError
-from anthology.evaluation import FILES
+from anthology.evaluation import EVALUATION_VERSION, FILES
+from anthology.hashing import fingerprint
 from anthology.method.answering import AskConfig, compliance
 from anthology.method.answering import ask as ask_panel
 from anthology.method.backstories import BackstoryConfig, generate_backstories, summary
 from anthology.method.baselines import BASELINES, anthology_panel, baseline_contexts, dp_backstories, dp_panel
-from anthology.method.demographics import agreement, survey_demographics
+from anthology.method.demographics import agreement, asked_traits, survey_demographics
 from anthology.method.matching import match_survey
 from anthology.models.base import LanguageModel
 from anthology.redact import redact_values
 from anthology.store import RunDir
-from anthology.surveys import Survey, load_survey
+from anthology.surveys import Survey, Trait, load_codebook, load_survey
 
 
 @dataclass
@@ -49,7 +50,8 @@ class StageRun:
 @dataclass(frozen=True)
 class Stage:
     """One stage of the method: its config sections, the artifacts (or files) it reads and writes,
-    whether it uses the model and the survey, and the function that runs it."""
+    whether it uses the model and the survey, the function that runs it, and what else its result
+    depends on (``parts``: named values for its fingerprint)."""
 
     name: str
     sections: tuple[str, ...]
@@ -58,6 +60,7 @@ class Stage:
     model: bool
     survey: bool
     execute: Callable[[StageRun], dict[str, Any]]
+    parts: Callable[[RunConfig], dict[str, Any]] | None = None
 
 
 def backstories(stage: StageRun) -> dict[str, Any]:
@@ -101,17 +104,31 @@ def check_pool(run: RunDir, config: RunConfig, respondents: int | None) -> str:
     raise ConfigError(f"{line}: {problem}; {', '.join(fixes)}")
 
 
+def study_traits(config: RunConfig) -> tuple[Trait, ...]:
+    """The traits the study's demographic survey asks: ``demographics.traits``, or those its survey
+    maps (the canonical ones and any its codebook declares)."""
+    codebook = load_codebook(config.survey.name)
+    return asked_traits(config.demographics, codebook.persona_definitions, codebook.matched_traits)
+
+
+def trait_parts(config: RunConfig) -> dict[str, Any]:
+    """The demographic survey's result depends on the traits' definitions, not on the rest of the
+    survey (its data, its questions)."""
+    return {"traits": fingerprint([t.model_dump() for t in study_traits(config)])}
+
+
 def demographics(stage: StageRun) -> dict[str, Any]:
     c, model = stage.config, stage.need_model()
     stories = stage.run.read("backstories")
-    frame = survey_demographics(model, stories, seed=c.seed, config=c.demographics)
+    traits = study_traits(c)
+    frame = survey_demographics(model, stories, seed=c.seed, config=c.demographics, traits=traits)
     stage.run.write("demographics", frame)
-    info: dict[str, Any] = {}
+    info: dict[str, Any] = {"traits": [t.name for t in traits]}
     info["noncompliant"] = frame.groupby("trait", sort=False)["noncompliant"].mean().round(4).to_dict()
     if stage.compare_modes:
         other_mode = "logprob" if c.demographics.mode == "sample" else "sample"
         other = survey_demographics(
-            model, stories, seed=c.seed, config=c.demographics.updated(mode=other_mode)
+            model, stories, seed=c.seed, config=c.demographics.updated(mode=other_mode), traits=traits
         )
         sampled, scored = (frame, other) if c.demographics.mode == "sample" else (other, frame)
         table = agreement(sampled, scored)
@@ -120,11 +137,11 @@ def demographics(stage: StageRun) -> dict[str, Any]:
     return info
 
 
-def open_survey(config: RunConfig) -> Survey:
+def open_survey(config: RunConfig, whole: Survey | None = None) -> Survey:
     """The target survey (a built-in name or a codebook path) and the seeded sample of its respondents
-    that a study uses."""
+    that a study uses (from ``whole``, the survey with all its respondents, when given)."""
     s = config.survey
-    return load_survey(s.name, s.data).sample(s.respondents, config.seed)
+    return (whole or load_survey(s.name, s.data)).sample(s.respondents, config.seed)
 
 
 def match(stage: StageRun) -> dict[str, Any]:
@@ -236,6 +253,7 @@ STAGES: tuple[Stage, ...] = (
         model=True,
         survey=False,
         execute=demographics,
+        parts=trait_parts,
     ),
     Stage(
         "match",
@@ -263,6 +281,7 @@ STAGES: tuple[Stage, ...] = (
         model=False,
         survey=True,
         execute=evaluate,
+        parts=lambda config: {"evaluation": EVALUATION_VERSION},
     ),
     Stage(
         "report",

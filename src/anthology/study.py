@@ -26,6 +26,7 @@ from rich.console import Console
 from anthology import estimates, pipeline
 from anthology.config import ANTHOLOGY_METHODS, RunConfig, preset_settings
 from anthology.errors import CapabilityError, ConfigError
+from anthology.evaluation import respondents_advice
 from anthology.files import writing
 from anthology.hashing import fingerprint
 from anthology.models.cached_model import CachedModel, describe_calls
@@ -34,7 +35,7 @@ from anthology.models.response_cache import ResponseCache
 from anthology.pipeline import Stage
 from anthology.redact import redact, redact_values
 from anthology.store import RunDir
-from anthology.surveys import Survey, survey_content_hash
+from anthology.surveys import Survey, load_codebook, load_survey, survey_content_hash
 
 
 @contextmanager
@@ -77,6 +78,7 @@ class Plan:
     config: RunConfig
     stages: tuple[Stage, ...]
     survey: Survey | None = None
+    available: int | None = None  # the survey's respondents before sampling
 
     @property
     def uses_model(self) -> bool:
@@ -97,9 +99,12 @@ def plan(config: RunConfig, stages: Sequence[str] | None = None) -> Plan:
                 f"ask.methods has anthology-{unmatched[0]} but matching.methods has no {unmatched[0]}: "
                 "add it to matching.methods or drop it from ask.methods"
             )
+    if "demographics" in names:
+        _check_traits(config, match="match" in names)
     if "match" not in names:
         return Plan(config, chosen)
-    survey = pipeline.open_survey(config)
+    whole = load_survey(config.survey.name, config.survey.data)
+    survey = pipeline.open_survey(config, whole)
     if survey.respondents is None:
         raise ConfigError(
             f"survey {config.survey.name!r} has no respondent data: "
@@ -111,7 +116,22 @@ def plan(config: RunConfig, stages: Sequence[str] | None = None) -> Plan:
             f"max-weight matching needs at least as many personas as respondents ({config.backstories.n} "
             f"backstories < {humans} respondents): raise --personas, lower --respondents, or drop max-weight"
         )
-    return Plan(config, chosen, survey)
+    return Plan(config, chosen, survey, len(whole.respondents or ()))
+
+
+def _check_traits(config: RunConfig, *, match: bool) -> None:
+    """The demographic survey's traits exist and, when matching follows, cover every trait the survey
+    matches on."""
+    asked = {t.name for t in pipeline.study_traits(config)}
+    if not match:
+        return
+    matched = [t.name for t in load_codebook(config.survey.name).matched_traits]
+    left_out = [name for name in matched if name not in asked]
+    if left_out:
+        raise ConfigError(
+            f"demographics.traits leaves out {left_out[0]!r}, which survey {config.survey.name!r} matches "
+            "on: add it, or leave demographics.traits unset to ask the traits the survey maps"
+        )
 
 
 def check_out(out: str) -> None:
@@ -178,6 +198,8 @@ def run_study(
                         soft_wrap=True,
                     )
                 _check_size(study, model, console, dry_run=dry_run, huge_ok=huge_ok)
+            if (advice := _respondents_advice(study)) is not None:
+                console.print(f"note: {advice}", soft_wrap=True)
             if dry_run:
                 return run
             for number, stage in enumerate(study.stages, 1):
@@ -194,6 +216,15 @@ def run_study(
             if cache is not None:
                 cache.close()
     return run
+
+
+def _respondents_advice(study: Plan) -> str | None:
+    """The line suggesting more respondents, when the study evaluates too few for the human lower
+    bound to be read as a bound."""
+    size = _respondents(study)
+    if size is None or study.available is None or "evaluate" not in {s.name for s in study.stages}:
+        return None
+    return respondents_advice(size, study.available)
 
 
 def _respondents(study: Plan) -> int | None:
@@ -275,6 +306,8 @@ def stage_parts(stage: Stage, config: RunConfig, run: RunDir, model: Any) -> dic
         parts["model"] = fingerprint(model.identity)
     if stage.survey:
         parts["survey"] = survey_content_hash(config.survey.name, config.survey.data)[:16]
+    if stage.parts is not None:
+        parts.update(stage.parts(config))
     for name in stage.reads:
         maker = done.get(writers.get(name, ""), {}).get("fingerprint")
         parts[name] = fingerprint([run.content_hash(name), maker])

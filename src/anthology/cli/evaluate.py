@@ -15,11 +15,15 @@ if TYPE_CHECKING:
 
 
 def print_evaluation(result, splits: int) -> None:  # result: anthology.evaluation.Evaluation
-    """The paper-style table with intervals, then human-persona agreement."""
+    """The paper-style table with intervals and the reasons for its undefined cells, then
+    human-persona agreement."""
     from anthology.coverage import warnings
+    from anthology.evaluation import table_notes
 
     console = Console()
     console.print(_paper_table(result.table, splits))
+    for line in table_notes(result.table):
+        console.print(f"  - {escape(line)}", soft_wrap=True, highlight=False)
     console.print(_agreement_table(result.agreement))
     if not result.coverage.empty:
         console.print(_coverage_table(result.coverage))
@@ -36,7 +40,8 @@ def _cell(value: float, low: float, high: float) -> str:
 
 
 def _paper_table(table: pd.DataFrame, splits: int) -> Table:
-    from anthology.evaluation import LOWER_BOUND, TABLE_COLUMNS, best_methods
+    """The paper's table; an undefined cell is "-" (its reason follows the table: ``table_notes``)."""
+    from anthology.evaluation import LOWER_BOUND, RELIABLE_RESPONDENTS, TABLE_COLUMNS, best_methods
 
     best = best_methods(table)
     columns = [m for m in TABLE_COLUMNS if m in table.columns]
@@ -47,7 +52,8 @@ def _paper_table(table: pd.DataFrame, splits: int) -> Table:
             "Wasserstein distance on positions 1..K; WD/(K-1) is OpinionQA's scale"
             + ("; 'exp.' uses the expected distributions" if "wd_expected_raw" in columns else "")
             + ". [95% percentile bootstrap interval: for a distance it can lie above the estimate]; "
-            f"lower bound: mean of {splits} split halves [middle 95% of splits]."
+            f"lower bound: mean of {splits} split halves [middle 95% of splits], the bound is reliable "
+            f"from {RELIABLE_RESPONDENTS} respondents (a noisy reference below). '-': undefined, why below."
         ),
     )
     out.add_column("Method")

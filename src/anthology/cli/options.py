@@ -76,6 +76,11 @@ def _option(name: str, field: FieldInfo, names: tuple[str, ...]) -> tuple[Decora
     dashed = names or ("--" + name.replace("_", "-"),)
     help_text = field.description or ""
     dest = f"_s_{name}"
+    if (field.json_schema_extra or {}).get("switch"):  # --preamble TEXT, and --no-preamble for off
+        flag = dashed[-1]
+        on = click.option(*dashed, dest, default=None, help=help_text)
+        off = click.option(f"--no-{flag[2:]}", f"{dest}__off", is_flag=True, help=f"No {flag[2:]}.")
+        return (lambda fn: on(off(fn))), (lambda v: v)
     if annotation is bool:
         flag = dashed[-1]
         return click.option(f"{flag}/--no-{flag[2:]}", dest, default=None, help=help_text), bool
@@ -119,6 +124,8 @@ def settings_options(
             given: dict[str, Any] = {}
             for name, (_, convert) in built.items():
                 value = kwargs.pop(f"_s_{name}")
+                if kwargs.pop(f"_s_{name}__off", False):  # a switch field's --no-NAME
+                    value = False
                 value = convert(value) if value not in (None, ()) else None
                 if value is not None:
                     given[name] = value

@@ -50,11 +50,12 @@ SHORTCUTS = {
     "--backstory-tokens", type=field_type(BackstoriesSettings, "max_tokens"), help="Max tokens per backstory."
 )
 @click.option(
-    "--preamble/--no-preamble",
-    default=None,
-    help='Open each interview with the "Are you a US citizen?" turn (default: on; off for presets that '
-    "need it, e.g. smollm2-135m).",
+    "--preamble",
+    metavar="TEXT",
+    help='A yes/no question that opens each interview (default: the paper\'s "Are you a US citizen?"; '
+    "none for presets that need it, e.g. smollm2-135m).",
 )
+@click.option("--no-preamble", is_flag=True, help="Open the interview with its question, no preamble.")
 @click.option("--demographics-mode", type=click.Choice(["sample", "logprob"]))
 @click.option("--ask-mode", type=click.Choice(["sample", "logprob"]))
 @click.option("--context", type=click.Choice(["sequential", "independent"]))
@@ -70,6 +71,7 @@ def run(
     executor_flags: dict[str, Any],
     cache_path: Path | None,
     no_cache: bool,
+    no_preamble: bool,
     **shortcuts: Any,
 ) -> None:
     """Run a whole study into a run directory: backstories, demographic survey, matching (greedy,
@@ -81,6 +83,8 @@ def run(
     from anthology.study import run_study
 
     overrides: dict[str, Any] = {key: shortcuts[flag] for flag, key in SHORTCUTS.items()}
+    if no_preamble:
+        overrides["backstories.preamble"] = False
     overrides |= {f"model.{key}": value for key, value in model_flags.items()}
     overrides |= {f"executor.{key}": value for key, value in executor_flags.items()}
     overrides["profile"] = profile

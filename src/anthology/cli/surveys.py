@@ -79,6 +79,9 @@ def _print_summary(console: Console, survey: Survey, data_source: str | None) ->
         console.print(
             f"excluded: {exclusion.count:,} who {exclusion.reason} (e.g. ids {examples})", highlight=False
         )
+    asked = ", ".join(t.name for t in codebook.matched_traits)
+    declared = f" (declared here: {', '.join(codebook.persona_traits)})" if codebook.persona_traits else ""
+    console.print(f"asked of personas and matched on: {asked}{declared}", highlight=False)
     weights = (
         f"column {escape(codebook.weight or '')}"
         if people.weighted
@@ -107,7 +110,8 @@ def _traits_table(survey: Survey) -> Table:
                 escape(trait.column) if i == 0 else "",
                 escape(category.label),
                 escape(_codes_text(category)),
-                escape("; ".join(category.persona)) or "(not a persona trait)",
+                escape("; ".join(category.persona))
+                or ("(excluded: left out)" if category.exclude else "(not a persona trait)"),
             ]
             if shares is not None:
                 row.append(f"{shares[category.label]:.1%}")

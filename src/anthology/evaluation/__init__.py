@@ -10,7 +10,8 @@ breakdowns per question, per subgroup and per matched pair.
 One module per job: :mod:`.load` reads the run's artifacts, :mod:`.compute` computes the evaluation
 from them (no I/O), :mod:`.files` writes and reads back its files, :mod:`.tables` lays out the tables
 the CLI and the report show, and :mod:`.stored` ties them together (:func:`evaluate`) and decides
-whether a stored evaluation is current; :mod:`.names` holds the method ids and labels they share.
+whether a stored evaluation is current; :mod:`.names` holds the method ids and labels they share, and
+:mod:`.sizes` the rules for when a number means something.
 
 Conventions. The humans are ``humans.parquet`` with their survey weights; each method's personas are
 its rows of ``answers.parquet`` pivoted to one row per respondent, each counting once (no weights).
@@ -20,14 +21,29 @@ distributions of logprob-mode runs instead of the sampled answers. Intervals are
 bootstrap intervals (humans and personas resampled independently, the same seed for every method);
 for the lower-bound row they are the middle 95% of the split-half values. The alpha of the lower-bound
 row is the humans' own (survey-weighted) Cronbach's alpha.
+
+A Fro. or alpha the data cannot support (one question, fewer than :data:`MIN_COMPLETE` complete
+respondents, answers that vary on fewer than two questions, a constant total score; for the lower
+bound, in a split half) is NaN with its reason in the ``note`` column, never a number; the
+split-half is called a lower bound from :data:`RELIABLE_RESPONDENTS` humans and a noisy reference
+below (:mod:`.sizes`). Subgroups are every trait of the survey's codebook that the humans carry, in
+codebook and category order.
 """
 
 from anthology.evaluation.compute import Evaluation, compute
 from anthology.evaluation.files import FILES, read_evaluation, write_evaluation
-from anthology.evaluation.load import SUBGROUP_TRAITS, RunData, load_run
+from anthology.evaluation.load import RunData, load_run
 from anthology.evaluation.names import LOWER_BOUND, LOWER_BOUND_LABEL, METHOD_LABELS, method_label
+from anthology.evaluation.sizes import (
+    MIN_COMPLETE,
+    RELIABLE_RESPONDENTS,
+    is_reliable,
+    lower_bound_label,
+    respondents_advice,
+)
 from anthology.evaluation.stored import (
     DEFAULTS,
+    EVALUATION_VERSION,
     Settings,
     current_evaluation,
     evaluate,
@@ -35,30 +51,44 @@ from anthology.evaluation.stored import (
     recorded_settings,
     staleness,
 )
-from anthology.evaluation.tables import TABLE_COLUMNS, agreement_table, best_methods, paper_table
+from anthology.evaluation.tables import (
+    TABLE_COLUMNS,
+    agreement_table,
+    best_methods,
+    best_of,
+    paper_table,
+    table_notes,
+)
 
 __all__ = [
     "DEFAULTS",
+    "EVALUATION_VERSION",
     "FILES",
     "LOWER_BOUND",
     "LOWER_BOUND_LABEL",
     "METHOD_LABELS",
-    "SUBGROUP_TRAITS",
+    "MIN_COMPLETE",
+    "RELIABLE_RESPONDENTS",
     "TABLE_COLUMNS",
     "Evaluation",
     "RunData",
     "Settings",
     "agreement_table",
     "best_methods",
+    "best_of",
     "compute",
     "current_evaluation",
     "evaluate",
     "is_current",
+    "is_reliable",
     "load_run",
+    "lower_bound_label",
     "method_label",
     "paper_table",
     "read_evaluation",
     "recorded_settings",
+    "respondents_advice",
     "staleness",
+    "table_notes",
     "write_evaluation",
 ]

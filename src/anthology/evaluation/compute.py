@@ -1,7 +1,8 @@
 """Compute an evaluation from loaded run data (:func:`compute`, no I/O): per method the paper's
 metrics with bootstrap intervals, the expected-distribution WD of log-prob runs and the matched-pair
 agreement; per question and per subgroup the same with the humans' split-half lower bound; and the
-option coverage of the log-prob stages. The conventions are in :mod:`anthology.evaluation`."""
+option coverage of the log-prob stages. A Fro. or alpha that :mod:`.sizes` finds undefined is NaN with
+its reason in ``note`` (and no interval). The conventions are in :mod:`anthology.evaluation`."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ import pandas as pd
 from anthology.coverage import score_coverage
 from anthology.evaluation.load import RunData
 from anthology.evaluation.names import AGREEMENT, LOWER_BOUND
+from anthology.evaluation.sizes import alpha_note, frobenius_note, split_note
 from anthology.evaluation.tables import agreement_table, paper_table
 from anthology.metrics import (
+    SCALAR_METRICS,
     Comparison,
     LowerBound,
     WassersteinDistances,
@@ -33,14 +36,18 @@ from anthology.metrics import (
 )
 
 _PERSONA_METRICS = ("wd_raw", "wd_normalized", "frobenius", "alpha_personas", "alpha_personas_weighted")
+#: The metric row counting each row's respondents (the personas; the humans on the lower-bound row).
+N_RESPONDENTS = "n_respondents"
 _HUMAN_ALPHAS = ("alpha_humans", "alpha_humans_weighted")
 _SPLIT_SPREAD = (2.5, 97.5)
+_FLOORS = ("lower_bound_wd_raw", "lower_bound_frobenius")
+_SUBGROUP_COLUMNS = ("method", "trait", "group", "n_humans", "n_personas", *SCALAR_METRICS, *_FLOORS, "note")
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    """The evaluation of a run: ``metrics`` (long: method, metric, value, ci_low, ci_high; the rows of
-    metrics.csv), ``per_question`` and ``per_subgroup`` tables, ``coverage`` (observed and imputed
+    """The evaluation of a run: ``metrics`` (long: method, metric, value, ci_low, ci_high, note; the
+    rows of metrics.csv), ``per_question`` and ``per_subgroup`` tables, ``coverage`` (observed and imputed
     option mass of log-prob stages, :func:`anthology.coverage.score_coverage`); ``table`` (the paper's
     layout) and ``agreement`` (matched pairs) are derived from ``metrics``."""
 
@@ -68,11 +75,11 @@ def compute(data: RunData, *, n_splits: int, n_resamples: int, seed: int) -> Eva
         personas = data.persona_answers(method)
         result = compare(human, personas, k, human_weights=w)
         ci = bootstrap(human, personas, k, human_weights=w, n_resamples=n_resamples, seed=seed)
-        scalars = metrics_table(result, ci)
+        scalars = _undefine(metrics_table(result, ci), _comparison_notes(result))
         per_question = per_question_table(result, data.question_ids, ci, lower)
         expected = _expected_wd(data, method, result)
         agreement = individual_agreement(human, data.matched_answers(method), k, weights=w)
-        extra = {name: getattr(agreement, name) for name in AGREEMENT}
+        extra = {N_RESPONDENTS: result.n_personas, **{name: getattr(agreement, name) for name in AGREEMENT}}
         per_question["exact_match_rate"] = agreement.per_question_exact_match_rate
         per_question["mean_abs_distance"] = agreement.per_question_mean_abs_distance
         if expected is not None:
@@ -81,17 +88,24 @@ def compute(data: RunData, *, n_splits: int, n_resamples: int, seed: int) -> Eva
             per_question["wd_expected_raw"] = expected.per_question_raw
             per_question["wd_expected_normalized"] = expected.per_question_normalized
         if method == data.methods[0]:  # the humans' alphas and their intervals are the same in every run
-            human_rows = pd.concat([_lower_bound_rows(lower), scalars[scalars["metric"].isin(_HUMAN_ALPHAS)]])
+            human_rows = pd.concat(
+                [
+                    _lower_bound_rows(lower, len(data.question_ids)),
+                    scalars[scalars["metric"].isin(_HUMAN_ALPHAS)],
+                    _rows({N_RESPONDENTS: result.n_humans}),
+                ]
+            )
         metrics.append(
             _with_method(pd.concat([scalars[scalars["metric"].isin(_PERSONA_METRICS)], _rows(extra)]), method)
         )
         questions.append(_with_method(per_question, method))
         subgroups.extend(_subgroups(data, method, personas))
     metrics.append(_with_method(human_rows, LOWER_BOUND))
-    per_subgroup = pd.concat(subgroups, ignore_index=True)
-    if not per_subgroup.empty:
+    per_subgroup = pd.DataFrame(columns=list(_SUBGROUP_COLUMNS))  # a survey without traits has no subgroups
+    if subgroups:
         floors = _subgroup_lower_bounds(data, n_splits, seed)
-        per_subgroup = per_subgroup.merge(floors, on=["trait", "group"], how="left")
+        merged = pd.concat(subgroups, ignore_index=True).merge(floors, on=["trait", "group"], how="left")
+        per_subgroup = _with_floor_notes(merged)
     return Evaluation(
         metrics=pd.concat(metrics, ignore_index=True),
         per_question=pd.concat(questions, ignore_index=True),
@@ -100,20 +114,53 @@ def compute(data: RunData, *, n_splits: int, n_resamples: int, seed: int) -> Eva
     )
 
 
+def _with_floor_notes(frame: pd.DataFrame) -> pd.DataFrame:
+    """The subgroup rows with the lower bound's reasons joined into ``note``, as the last column."""
+    parts = frame[["note", "lower_bound_note"]].to_numpy()
+    notes = ["; ".join(part for part in row if isinstance(part, str)) or None for row in parts]
+    return frame.drop(columns=["note", "lower_bound_note"]).assign(note=notes)
+
+
 def _with_method(frame: pd.DataFrame, method: str) -> pd.DataFrame:
     return frame.assign(method=method)[["method", *frame.columns]]
 
 
 def _rows(values: Mapping[str, float]) -> pd.DataFrame:
-    """Metric rows without intervals."""
+    """Metric rows without intervals or notes."""
     return pd.DataFrame(
-        {"metric": list(values), "value": list(values.values()), "ci_low": np.nan, "ci_high": np.nan}
+        {
+            "metric": list(values),
+            "value": [float(v) for v in values.values()],
+            "ci_low": np.nan,
+            "ci_high": np.nan,
+            "note": None,
+        }
     )
 
 
-def _lower_bound_rows(lower: LowerBound) -> pd.DataFrame:
+def _comparison_notes(result: Comparison) -> dict[str, str]:
+    """Why each of a comparison's Fro. and alphas is undefined (:mod:`.sizes`), by metric; only the
+    undefined ones."""
+    q = len(result.n_options)
+    notes = {"frobenius": frobenius_note(q, result.human_support, result.persona_support)}
+    for side, support in (("humans", result.human_support), ("personas", result.persona_support)):
+        for metric in (f"alpha_{side}", f"alpha_{side}_weighted"):
+            notes[metric] = alpha_note(q, support, side, getattr(result, metric))
+    return {metric: note for metric, note in notes.items() if note is not None}
+
+
+def _undefine(table: pd.DataFrame, notes: Mapping[str, str]) -> pd.DataFrame:
+    """Long metric rows with each noted metric's value and interval NaN and its reason in ``note``."""
+    noted = table["metric"].isin(list(notes))
+    table = table.assign(note=table["metric"].map(notes))
+    table.loc[noted, ["value", "ci_low", "ci_high"]] = np.nan
+    return table
+
+
+def _lower_bound_rows(lower: LowerBound, q: int) -> pd.DataFrame:
     """The lower bound's scalars with the middle 95% of the split values as the interval (NaN, like
-    the mean, when a split left the metric undefined)."""
+    the mean, when a split left the metric undefined); Fro. undefined when a split half fails the
+    rule (:func:`.sizes.split_note`)."""
     table = metrics_table(lower)
     splits = {
         "wd_raw": lower.wd_raw_per_split,
@@ -122,7 +169,8 @@ def _lower_bound_rows(lower: LowerBound) -> pd.DataFrame:
     }
     bounds = np.array([np.percentile(splits[name], _SPLIT_SPREAD) for name in table["metric"]])
     table["ci_low"], table["ci_high"] = bounds[:, 0], bounds[:, 1]
-    return table
+    note = split_note(q, lower)
+    return _undefine(table, {"frobenius": note} if note else {})
 
 
 def _expected_wd(data: RunData, method: str, result: Comparison) -> WassersteinDistances | None:
@@ -148,35 +196,53 @@ def _subgroups(data: RunData, method: str, personas: np.ndarray) -> list[pd.Data
             human_weights=data.human_weights,
         )
         table = subgroup_table(breakdown, group="group")
+        notes = [_comparison_notes(result) for result in breakdown.values()]
+        for row, noted in enumerate(notes):
+            if noted:
+                table.loc[row, list(noted)] = np.nan
+        table["note"] = [_join_notes(noted) for noted in notes]
         table["group"] = [data.category(trait, code) for code in table["group"]]
         frames.append(table.assign(method=method, trait=trait)[["method", "trait", *table.columns]])
     return frames
 
 
 def _subgroup_lower_bounds(data: RunData, n_splits: int, seed: int) -> pd.DataFrame:
-    """The split-half lower bound (WD raw, Fro.) of the humans within each subgroup (NaN under two)."""
+    """The split-half lower bound (WD raw, Fro.) of the humans within each subgroup, with the reason
+    where it is undefined (under two humans; a split half that fails the rule for Fro.)."""
+    q = len(data.question_ids)
     rows = []
     for trait in data.traits:
         codes = data.groups(trait, data.humans["respondent_id"])
         for code in np.unique(codes[~np.isnan(codes)]):
             mask = codes == code
-            floor = (
-                human_lower_bound(
+            wd, fro, notes = np.nan, np.nan, {}
+            if mask.sum() < 2:
+                notes = dict.fromkeys(_FLOORS, "fewer than two humans to split")
+            else:
+                lower = human_lower_bound(
                     data.human_answers[mask],
                     data.n_options,
                     data.human_weights[mask],
                     n_splits=n_splits,
                     seed=seed,
-                ).scalars()
-                if mask.sum() >= 2
-                else {"wd_raw": np.nan, "frobenius": np.nan}
-            )
+                )
+                wd, note = lower.wd_raw, split_note(q, lower)
+                fro, notes = (np.nan, {_FLOORS[1]: note}) if note else (lower.frobenius, {})
             rows.append(
                 {
                     "trait": trait,
                     "group": data.category(trait, code),
-                    "lower_bound_wd_raw": floor["wd_raw"],
-                    "lower_bound_frobenius": floor["frobenius"],
+                    _FLOORS[0]: wd,
+                    _FLOORS[1]: fro,
+                    "lower_bound_note": _join_notes(notes),
                 }
             )
-    return pd.DataFrame(rows, columns=["trait", "group", "lower_bound_wd_raw", "lower_bound_frobenius"])
+    return pd.DataFrame(rows, columns=["trait", "group", *_FLOORS, "lower_bound_note"])
+
+
+def _join_notes(notes: Mapping[str, str]) -> str | None:
+    """One ``note`` cell from ``{metric: reason}``: "metric, metric: reason; ...", ``None`` for none."""
+    by_reason: dict[str, list[str]] = {}
+    for metric, reason in notes.items():
+        by_reason.setdefault(reason, []).append(metric)
+    return "; ".join(f"{', '.join(metrics)}: {reason}" for reason, metrics in by_reason.items()) or None

@@ -20,6 +20,8 @@ FILES = {
     "per_subgroup": "metrics_per_subgroup.csv",
     "coverage": "score_coverage.csv",
 }
+#: The tables whose ``note`` column says why a value is undefined.
+NOTED = ("metrics", "per_subgroup")
 
 
 def write_evaluation(evaluation: Evaluation, run_dir: str | Path) -> dict[str, Path]:
@@ -39,6 +41,9 @@ def read_evaluation(run_dir: str | Path) -> Evaluation:
         if not (root / name).exists():
             raise ConfigError(f"{root / name} does not exist: run `anthology evaluate {root}` first")
         frames[key] = pd.read_csv(root / name)
+    for key in NOTED:  # the files of evaluations made before notes have no such column
+        if "note" not in frames[key]:
+            frames[key]["note"] = None
     return Evaluation(**frames)
 
 

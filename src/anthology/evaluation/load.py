@@ -18,9 +18,6 @@ from anthology.metrics.frames import answers_from_frame
 from anthology.store import RunDir
 from anthology.surveys import Questionnaire, Survey, load_survey
 
-#: The human traits the subgroup breakdown uses, where humans.parquet has them.
-SUBGROUP_TRAITS = ("age", "gender", "race", "party", "education")
-
 #: The artifacts an evaluation is made from, whose digests it records.
 INPUTS = ("answers", "humans")
 
@@ -68,8 +65,9 @@ class RunData:
 
     @cached_property
     def traits(self) -> list[str]:
-        """The subgroup traits humans.parquet holds."""
-        return [t for t in SUBGROUP_TRAITS if t in self.humans.columns]
+        """The subgroup traits: every trait of the survey's codebook (persona traits and survey-only
+        ones alike), in codebook order, that humans.parquet holds."""
+        return [t for t in self.survey.codebook.traits if t in self.humans.columns]
 
     def persona_frame(self, method: str) -> pd.DataFrame:
         """One row per respondent the method answered for (index ``respondent_id``), one column of
@@ -105,14 +103,19 @@ class RunData:
         return out
 
     def groups(self, trait: str, respondent_ids: Any) -> np.ndarray:
-        """The category code (float, NaN for none) of the given respondents' ``trait``, so subgroups
-        sort in the trait's category order."""
-        column = self.humans.set_index("respondent_id")[trait].astype("category")
-        codes = column.cat.codes.reindex(respondent_ids).to_numpy(dtype=float, na_value=np.nan)
+        """The category code (float, NaN for none) of the given respondents' ``trait``: its position
+        among the codebook's categories, so subgroups sort in the codebook's order, not by label."""
+        column = self.humans.set_index("respondent_id")[trait].astype(object)
+        codes = pd.Series(pd.Categorical(column, categories=self._labels(trait)).codes, index=column.index)
+        codes = codes.reindex(respondent_ids).to_numpy(dtype=float, na_value=np.nan)
         return np.where(codes >= 0, codes, np.nan)
 
     def category(self, trait: str, code: float) -> Any:
-        return self.humans[trait].astype("category").cat.categories[int(code)]
+        """The label of a :meth:`groups` code."""
+        return self._labels(trait)[int(code)]
+
+    def _labels(self, trait: str) -> tuple[str, ...]:
+        return self.survey.codebook.traits[trait].labels
 
 
 def load_run(run_dir: str | Path) -> RunData:

@@ -31,6 +31,11 @@ class Settings:
 
 DEFAULTS = Settings()
 
+#: The version of what an evaluation computes: raised when its numbers or files change meaning, so a
+#: stored evaluation of an older version is made again. 2: undefined statistics are NaN with a reason
+#: (the ``note`` column), subgroups cover every trait.
+EVALUATION_VERSION = 2
+
 
 def evaluate(
     run_dir: str | Path,
@@ -55,20 +60,26 @@ def evaluate(
             "n_resamples": n_resamples,
             "methods": list(data.methods),
             "inputs": data.inputs,  # SHA-256 of answers.parquet and humans.parquet as evaluated
+            "version": EVALUATION_VERSION,
         },
     )
     return evaluation
 
 
 def staleness(run_dir: str | Path) -> str | None:
-    """Why the run's stored evaluation is not current, ``None`` when it is: every metric file exists
-    and the answers and humans are those the manifest records it was made from (by digest; for an
-    evaluation that recorded none, the metric files are newer than the answers and humans)."""
+    """Why the run's stored evaluation is not current, ``None`` when it is: every metric file exists,
+    it was made by this :data:`EVALUATION_VERSION`, and the answers and humans are those the manifest
+    records it was made from (by digest; for an evaluation that recorded none, the metric files are
+    newer than the answers and humans)."""
     run = RunDir(run_dir)
     outputs = file_paths(run.root)
     if not all(p.exists() for p in outputs):
         return "it has no metric files"
-    recorded = _stage(run.manifest()).get("inputs")
+    stage = _stage(run.manifest())
+    made_by = stage.get("version", 1)
+    if stage and made_by != EVALUATION_VERSION:
+        return f"it was made by an older evaluation (version {made_by}, now {EVALUATION_VERSION})"
+    recorded = stage.get("inputs")
     if recorded is not None:
         current = input_digests(run)
         changed = [name for name in INPUTS if recorded.get(name) != current.get(name)]

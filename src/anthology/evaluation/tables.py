@@ -1,12 +1,17 @@
 """Lay out an evaluation's long metrics as the tables the CLI and the report show: the paper's
-Table 1 (:func:`paper_table`), its best cell per column (:func:`best_methods`) and the matched-pair
-agreement (:func:`agreement_table`)."""
+Table 1 (:func:`paper_table`), its best cell per column (:func:`best_methods`), the reasons for its
+undefined cells (:func:`table_notes`) and the matched-pair agreement (:func:`agreement_table`)."""
 
 from __future__ import annotations
 
 import pandas as pd
 
 from anthology.evaluation.names import AGREEMENT, LOWER_BOUND, method_label
+from anthology.evaluation.sizes import lower_bound_label
+
+#: The fewest defined values a column needs for its best one to be starred: a star compares, so a
+#: column where every other method is undefined gets none.
+MIN_STARRED = 2
 
 #: Columns of the paper-style table: metric -> (heading, "min" or "max" is better).
 TABLE_COLUMNS = {
@@ -21,20 +26,33 @@ TABLE_COLUMNS = {
 
 def paper_table(metrics: pd.DataFrame) -> pd.DataFrame:
     """The paper's layout from the long metrics: one row per method (paper order) and the lower
-    bound last; per :data:`TABLE_COLUMNS` metric the value and ``*_ci_low``/``*_ci_high`` (the
-    ``wd_expected_*`` columns only for runs that have them). ``alpha`` is the personas' alpha, and the
-    humans' (weighted) alpha on the lower-bound row."""
+    bound last; ``n`` its respondents (NaN in older files); per :data:`TABLE_COLUMNS` metric the value,
+    ``*_ci_low``/``*_ci_high`` and ``*_note`` (why it is undefined; the ``wd_expected_*`` columns only
+    for runs that have them). ``alpha`` is the personas' alpha, and the humans' (weighted) alpha on the
+    lower-bound row, whose label follows the number of humans (:func:`.sizes.lower_bound_label`)."""
     renamed = metrics.replace({"metric": {"alpha_personas": "alpha", "alpha_humans_weighted": "alpha"}})
     rows = renamed[renamed["metric"].isin(TABLE_COLUMNS)]
-    wide = rows.pivot(index="method", columns="metric", values=["value", "ci_low", "ci_high"])
+    wide = rows.pivot(index="method", columns="metric", values=["value", "ci_low", "ci_high", "note"])
     methods = list(dict.fromkeys(metrics["method"]))
-    table = pd.DataFrame({"method": methods, "label": [method_label(m) for m in methods]})
+    counts = metrics[metrics["metric"] == "n_respondents"].set_index("method")["value"]
+    table = pd.DataFrame({"method": methods, "n": counts.reindex(methods).to_numpy(dtype=float)})
+    table.insert(1, "label", [_label(m, n) for m, n in zip(methods, table["n"], strict=True)])
     for metric in TABLE_COLUMNS:
         if metric not in rows["metric"].values:
             continue
-        for part, suffix in (("value", ""), ("ci_low", "_ci_low"), ("ci_high", "_ci_high")):
+        for part, suffix in (
+            ("value", ""),
+            ("ci_low", "_ci_low"),
+            ("ci_high", "_ci_high"),
+            ("note", "_note"),
+        ):
             table[metric + suffix] = wide[(part, metric)].reindex(methods).to_numpy()
+        table[metric] = table[metric].astype(float)
     return table
+
+
+def _label(method: str, n: float) -> str:
+    return lower_bound_label(n) if method == LOWER_BOUND else method_label(method)
 
 
 def agreement_table(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -46,13 +64,35 @@ def agreement_table(metrics: pd.DataFrame) -> pd.DataFrame:
     return wide.reindex(order).rename_axis(columns=None).reset_index()
 
 
+def best_of(values: pd.Series, direction: str) -> str | None:
+    """The index of the best value (``"min"`` or ``"max"``) among the defined ones; ``None`` when
+    fewer than :data:`MIN_STARRED` are defined (undefined cells are NaN)."""
+    defined = values.astype(float).dropna()
+    if len(defined) < MIN_STARRED:
+        return None
+    return str(defined.idxmin() if direction == "min" else defined.idxmax())
+
+
 def best_methods(table: pd.DataFrame) -> dict[str, str]:
-    """For each metric column of :func:`paper_table`, the method with the best value (the lower-bound
-    row excluded; lower is better except for alpha)."""
+    """For each metric column of :func:`paper_table`, the method with the best defined value (the
+    lower-bound row excluded; lower is better except for alpha; see :func:`best_of`)."""
     methods = table[table["method"] != LOWER_BOUND].set_index("method")
     best = {}
     for metric, (_, direction) in TABLE_COLUMNS.items():
-        if metric in methods and methods[metric].notna().any():
-            values = methods[metric].astype(float)
-            best[metric] = str(values.idxmin() if direction == "min" else values.idxmax())
+        if metric in methods and (method := best_of(methods[metric], direction)) is not None:
+            best[metric] = method
     return best
+
+
+def table_notes(table: pd.DataFrame) -> list[str]:
+    """One line per reason a cell of :func:`paper_table` is undefined: "Fro., QA, Nothing: reason"
+    ("every row" when it is all of them), in column order."""
+    lines = []
+    for metric, (heading, _) in TABLE_COLUMNS.items():
+        if f"{metric}_note" not in table:
+            continue
+        noted = table[table[metric].isna() & table[f"{metric}_note"].notna()]
+        for note, rows in noted.groupby(f"{metric}_note", sort=False):
+            labels = "every row" if len(rows) == len(table) else ", ".join(rows["label"])
+            lines.append(f"{heading}, {labels}: {note}")
+    return lines

@@ -1,7 +1,8 @@
 """Stage 1: natural ("NA") backstories, written by the model in answer to an open interview question.
 
-The paper prompts a base model as an interview (completion style): a citizenship preamble sampled
-until the answer says "yes", then "Tell me about yourself...", sampled at temperature 1.0, top_p 1.0,
+The paper prompts a base model as an interview (completion style): a citizenship preamble ("Are you
+a US citizen?"; another yes/no question or none with ``preamble``) sampled until the answer says
+"yes", then "Tell me about yourself...", sampled at temperature 1.0, top_p 1.0,
 stopping at ``Question``, ``Q:`` or ``Interview``. A chat variant sends the same turns as messages.
 Backstories of 40 tokens or fewer are dropped, as are texts that do not read as first-person
 narratives and exact or near duplicates; every drop is recorded with its reason.
@@ -41,10 +42,10 @@ def stored_prompt(prompt: Prompt) -> str:
 
 
 def _preambles(model: LanguageModel, n: int, config: BackstoryConfig, seed: int) -> list[str]:
-    """``n`` answers to the citizenship question that contain "yes", sampled in rounds."""
-    if not config.preamble:
+    """``n`` answers to the preamble question that contain "yes", sampled in rounds."""
+    if config.preamble is None:
         return []
-    prompt = _interview(config.style, [(prompts.CITIZEN_QUESTION, None)])
+    prompt = _interview(config.style, [(config.preamble, None)])
     found: list[str] = []
     drawn = 0
     for _ in range(20):
@@ -65,8 +66,8 @@ def _preambles(model: LanguageModel, n: int, config: BackstoryConfig, seed: int)
         if len(found) >= n:
             return found[:n]
     raise BackendError(
-        f"only {len(found)} of {drawn} answers to {prompts.CITIZEN_QUESTION!r} said yes: the model does "
-        "not play the interview; turn the citizenship preamble off (--no-preamble)"
+        f"only {len(found)} of {drawn} answers to {config.preamble!r} said yes: the model does not play "
+        "the interview; turn the preamble off (--no-preamble) or ask another yes/no question (--preamble)"
     )
 
 
@@ -85,7 +86,7 @@ def generate_backstories(
     yes = _preambles(model, n, config, seed)
     requests, turns_of = [], []
     for i in range(n):
-        turns: list[tuple[str, str | None]] = [(prompts.CITIZEN_QUESTION, yes[i])] if yes else []
+        turns: list[tuple[str, str | None]] = [(config.preamble, yes[i])] if config.preamble else []
         turns.append((config.question, None))
         turns_of.append(turns)
         # A seed per persona: personas whose preamble reads the same still get different stories.

@@ -1,19 +1,21 @@
 """Stage 6: the demographic-prompting baselines and the panels that answer the survey.
 
 Each baseline conditions the model on a respondent's *own* demographics (the survey's category labels)
-for income, race, age, gender, education and party, whichever the survey maps and the respondent has,
-in an order shuffled per respondent:
+for the traits matching uses that have a Bio sentence (of the canonical ones, the paper's income, race,
+age, gender, education and party; a codebook's own persona traits have one unless it says
+``bio: null``), whichever the respondent has, in an order shuffled per respondent:
 
-* ``qa``: each trait's canonical question as a multiple-choice block over the survey's categories,
+* ``qa``: each trait's question as a multiple-choice block over the survey's categories,
   answered: ``...Answer with (A), (B), or (C).\\nAnswer: (C)``; blocks separated by blank lines;
 * ``bio``: ``BIO_PREAMBLE`` then one first-person sentence per trait ("My age is 30-49.");
 * ``portray``: ``PORTRAY_PREAMBLE`` then ``topic: value`` lines;
 * ``nothing``: an empty context;
 * ``dp``: a backstory the model writes after the demographics (bio or QA style) are stated.
 
-Bio sentences use the survey label verbatim, except that gender and education start in lower case
-("I consider my gender as male.", "My highest level of education is high school.") unless the label
-starts with an acronym, and party takes "a" or "an" ("Politically, I consider myself an Independent.").
+Bio sentences are the trait's ``bio`` with the survey label verbatim, except that traits marked ``lower``
+(gender, education) start in lower case ("I consider my gender as male.", "My highest level of
+education is high school.") unless the label starts with an acronym, and ``{article}`` is "a" or "an"
+("Politically, I consider myself an Independent."); Portray lines are ``topic: label``.
 
 Panels have the columns of :data:`anthology.method.answering.PANEL_COLUMNS`.
 """
@@ -22,7 +24,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
 from typing import Literal, cast
 
 import pandas as pd
@@ -35,47 +36,31 @@ from anthology.method.backstories import Style as PromptStyle
 from anthology.method.seeds import stable_int
 from anthology.method.settings import BASELINES
 from anthology.models.base import GenerateRequest, LanguageModel, Prompt
-from anthology.surveys.schema import Survey
-from anthology.surveys.traits import CANONICAL_TRAITS
+from anthology.surveys.schema import Survey, Trait
 
 Style = Literal["qa", "bio", "portray"]
 DP_TEMPERATURE = 1.1
 
 
-@dataclass(frozen=True)
-class Wording:
-    """How a trait is stated: the Bio ``sentence`` (``{value}``, optionally ``{article}``), the Portray
-    ``topic``, and whether Bio lower-cases the label's first letter."""
-
-    sentence: str
-    topic: str
-    lower: bool = False
-
-
-#: The demographic traits of the baselines, in canonical order, with their wording.
-WORDING: dict[str, Wording] = {
-    "income": Wording("My annual income is {value}.", "income"),
-    "race": Wording("I consider my race as {value}.", "race"),
-    "age": Wording("My age is {value}.", "age"),
-    "gender": Wording("I consider my gender as {value}.", "gender", lower=True),
-    "education": Wording("My highest level of education is {value}.", "education", lower=True),
-    "party": Wording("Politically, I consider myself {article} {value}.", "political party"),
-}
-
-
-def _respondent_traits(survey: Survey, respondent_id: Hashable, seed: int) -> list[tuple[str, str]]:
-    """(trait, survey label) for the baseline traits the survey maps and the respondent has, shuffled by
-    a hash of (seed, respondent_id)."""
+def _respondent_traits(survey: Survey, respondent_id: Hashable, seed: int) -> list[tuple[Trait, str]]:
+    """(trait, survey label) for the traits the baselines state (:func:`stated_traits`) that the
+    respondent has, shuffled by a hash of (seed, respondent_id)."""
     traits = _respondents(survey)
     if respondent_id not in traits.index:
         raise ConfigError(f"survey {survey.name!r} has no respondent {respondent_id!r}")
     row = traits.loc[respondent_id]
     present = [
-        (name, str(row[name]))
-        for name in WORDING
-        if name in survey.codebook.traits and name in row.index and pd.notna(row[name])
+        (trait, str(row[trait.name]))
+        for trait in stated_traits(survey)
+        if trait.name in row.index and pd.notna(row[trait.name])
     ]
-    return sorted(present, key=lambda t: stable_int(seed, respondent_id, t[0], "trait"))
+    return sorted(present, key=lambda t: stable_int(seed, respondent_id, t[0].name, "trait"))
+
+
+def stated_traits(survey: Survey) -> tuple[Trait, ...]:
+    """The traits the baselines state: those matching uses (the survey's mapped persona traits) that
+    have a Bio sentence; for the canonical ones, the paper's six (not religion or region)."""
+    return tuple(t for t in survey.codebook.matched_traits if t.bio is not None)
 
 
 def _respondents(survey: Survey) -> pd.DataFrame:
@@ -84,18 +69,18 @@ def _respondents(survey: Survey) -> pd.DataFrame:
     return survey.respondents.traits
 
 
-def _sentence(name: str, value: str) -> str:
-    wording = WORDING[name]
+def _sentence(trait: Trait, value: str) -> str:
+    assert trait.bio is not None
     first = value.split(" ", 1)[0]
-    if wording.lower and not (len(first) > 1 and first.isupper()):  # "BA level degree" stays
+    if trait.lower and not (len(first) > 1 and first.isupper()):  # "BA level degree" stays
         value = value[:1].lower() + value[1:]
     article = "an" if value[:1].lower() in "aeiou" else "a"
-    return wording.sentence.format(value=value, article=article)
+    return trait.bio.format(value=value, article=article)
 
 
-def _qa_block(survey: Survey, name: str, value: str) -> str:
-    labels = survey.codebook.traits[name].labels
-    wording, _ = CANONICAL_TRAITS[name].asked()
+def _qa_block(survey: Survey, trait: Trait, value: str) -> str:
+    labels = tuple(c.label for c in survey.codebook.traits[trait.name].categories if not c.exclude)
+    wording, _ = trait.asked()
     return prompts.multiple_choice(wording, labels) + prompts.chosen(labels.index(value))
 
 
@@ -103,11 +88,11 @@ def demographic_text(survey: Survey, respondent_id: Hashable, style: Style = "bi
     """A respondent's own demographics as a ``qa``, ``bio`` or ``portray`` text (see the module doc)."""
     traits = _respondent_traits(survey, respondent_id, seed)
     if style == "qa":
-        return "\n\n".join(_qa_block(survey, name, value) for name, value in traits)
+        return "\n\n".join(_qa_block(survey, trait, value) for trait, value in traits)
     if style == "bio":
-        return " ".join([prompts.BIO_PREAMBLE, *(_sentence(name, value) for name, value in traits)])
+        return " ".join([prompts.BIO_PREAMBLE, *(_sentence(trait, value) for trait, value in traits)])
     if style == "portray":
-        lines = [f"{WORDING[name].topic}: {value}" for name, value in traits]
+        lines = [f"{trait.topic or trait.name}: {value}" for trait, value in traits]
         return "\n".join([prompts.PORTRAY_PREAMBLE, *lines])
     raise ConfigError(f"unknown demographics style {style!r}; use qa, bio or portray")
 

@@ -1,6 +1,7 @@
 """Stage 3: the demographic survey of each backstory.
 
-Each persona is asked each trait's multiple-choice question after its backstory::
+Each persona is asked the multiple-choice question of each trait the survey maps (its codebook's
+persona traits: the canonical ones and any it declares), after its backstory::
 
     <context>
 
@@ -21,18 +22,19 @@ Each persona is asked each trait's multiple-choice question after its backstory:
 Every sampled request's seed is a hash of (seed, stage, persona, trait), so no two personas or traits
 share random numbers.
 
-The party question's Democrat/Republican order is swapped at random per persona (seeded), and answers
-are mapped back to the canonical option order.
+A trait's swapped pair (party's Democrat/Republican) is put in a random order per persona (seeded), and
+answers are mapped back to the trait's option order.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from anthology.errors import ConfigError
 from anthology.method import prompts
 from anthology.method.backstories import context_prompt
 from anthology.method.parsing import parse_choice
@@ -42,7 +44,6 @@ from anthology.models.base import GenerateRequest, LanguageModel, Prompt, ScoreR
 from anthology.surveys.schema import Trait
 from anthology.surveys.traits import CANONICAL_TRAITS
 
-NUMERIC_TRAITS = frozenset({"age", "income"})
 #: About how many prompts are built and answered at a time (whole personas: all their traits), or
 #: four of the model's cache chunks where that is more (Ray: 512 per worker).
 BLOCK_REQUESTS = 16_384
@@ -66,27 +67,43 @@ def continuations(context: Prompt, n_options: int) -> tuple[str, ...]:
     return prompts.option_continuations(n_options, chat=not isinstance(context, str))
 
 
+def asked_traits(
+    config: DemographicsConfig, definitions: Mapping[str, Trait], matched: Sequence[Trait]
+) -> tuple[Trait, ...]:
+    """The traits the demographic survey asks: ``config.traits`` (names among ``definitions``, the
+    survey's persona traits) or, by default, the ``matched`` ones, those matching will use."""
+    if config.traits is None:
+        return tuple(matched)
+    unknown = [name for name in config.traits if name not in definitions]
+    if unknown:
+        raise ConfigError(
+            f"demographics.traits names {unknown[0]!r}, which is not a persona trait of this survey "
+            f"({', '.join(definitions)}); declare it under the codebook's persona_traits: or drop it"
+        )
+    return tuple(definitions[name] for name in config.traits)
+
+
 def survey_demographics(
     model: LanguageModel,
     backstories: pd.DataFrame,
     *,
     seed: int = 0,
     config: DemographicsConfig | None = None,
+    traits: Sequence[Trait] | None = None,
 ) -> pd.DataFrame:
-    """Tidy trait distributions: one row per (persona, trait, canonical option) with ``probability``,
-    the (persona, trait)'s ``noncompliant`` share, ``mode`` and ``swapped``."""
+    """Tidy trait distributions: one row per (persona, trait, option) with ``probability``, the
+    (persona, trait)'s ``noncompliant`` share, ``mode`` and ``swapped``. ``traits`` are the traits to
+    ask (default: ``config.traits`` among the canonical ones, or all eight)."""
     config = config or DemographicsConfig()
+    if traits is None:
+        traits = asked_traits(config, CANONICAL_TRAITS, tuple(CANONICAL_TRAITS.values()))
     kept = backstories[backstories["kept"]] if "kept" in backstories else backstories
     # Personas in blocks of about BLOCK_REQUESTS prompts: a block's prompts and replies are dropped once
     # its rows are a frame (100,000 backstories x 8 traits would be 800,000 prompts, each holding its
     # backstory, and 6.5 million row dicts at once).
-    step = max(
-        1,
-        max(BLOCK_REQUESTS, 4 * getattr(model, "chunk_size", 0))
-        // max(1, len(config.traits or CANONICAL_TRAITS)),
-    )
+    step = max(1, max(BLOCK_REQUESTS, 4 * getattr(model, "chunk_size", 0)) // max(1, len(traits)))
     frames = [
-        _survey_block(model, kept.iloc[start : start + step], seed, config)
+        _survey_block(model, kept.iloc[start : start + step], seed, config, traits)
         for start in range(0, len(kept), step)
     ]
     if len(frames) == 1:
@@ -95,15 +112,18 @@ def survey_demographics(
 
 
 def _survey_block(
-    model: LanguageModel, kept: pd.DataFrame, seed: int, config: DemographicsConfig
+    model: LanguageModel,
+    kept: pd.DataFrame,
+    seed: int,
+    config: DemographicsConfig,
+    traits: Sequence[Trait],
 ) -> pd.DataFrame:
     """The tidy rows of some personas (see :func:`survey_demographics`)."""
     jobs = []  # (persona_id, trait, prompt, asked options, swapped)
     for row in kept.itertuples():
         context = context_prompt(row.style, row.context)
         flip = swapped(seed, row.persona_id)
-        for name in config.traits or CANONICAL_TRAITS:
-            trait = CANONICAL_TRAITS[name]
+        for trait in traits:
             wording, options = trait.asked(flip)
             block = prompts.multiple_choice(wording, options)
             jobs.append(
@@ -132,7 +152,7 @@ def _survey_block(
             for persona_id, trait, p, _, _ in jobs
         ]
         masses = [
-            _counts(result.texts, opts, trait.name in NUMERIC_TRAITS) / config.samples
+            _counts(result.texts, opts, trait.numeric) / config.samples
             for result, (_, trait, _, opts, _) in zip(model.generate(requests), jobs, strict=True)
         ]
     rows = []

@@ -54,8 +54,7 @@ import pandas as pd
 
 from anthology.errors import ConfigError
 from anthology.method.settings import METHODS, Method
-from anthology.surveys.schema import Survey, SurveyTrait
-from anthology.surveys.traits import CANONICAL_TRAITS
+from anthology.surveys.schema import Survey, SurveyTrait, Trait
 
 Objective = Literal["weight", "log"]
 MEMORY_BUDGET = 2 * 2**30  # bytes: max-weight's dense n_humans x n_personas float64 matrix must fit
@@ -87,27 +86,35 @@ class Matching(NamedTuple):
 
 
 def persona_probabilities(
-    demographics: pd.DataFrame, trait: str, survey_trait: SurveyTrait, persona_ids: Sequence[str]
+    demographics: pd.DataFrame, trait: Trait, survey_trait: SurveyTrait, persona_ids: Sequence[str]
 ) -> np.ndarray:
-    """[n_personas, K] probabilities of the survey's K categories for one canonical trait.
+    """[n_personas, K] probabilities of the survey's K categories for one persona trait.
 
-    ``demographics`` is the tidy stage-3 table (``persona_id``, ``trait``, ``option``, ``probability``).
+    ``demographics`` is the tidy stage-3 table (``persona_id``, ``trait``, ``option``, ``probability``);
+    its options for the trait must be the trait's own (a demographic survey asked with another
+    definition of it is refused, not read as zeros).
     """
-    canonical = CANONICAL_TRAITS[trait].categories
-    rows = demographics[demographics["trait"] == trait]
+    rows = demographics[demographics["trait"] == trait.name]
+    asked = set(rows["option"].astype(str))
+    if asked and asked != set(trait.categories):
+        other = sorted(asked - set(trait.categories)) or sorted(set(trait.categories) - asked)
+        raise ConfigError(
+            f"the demographic survey asked trait {trait.name!r} with other options than the survey "
+            f"defines (e.g. {other[0]!r}): run the demographic survey again with this survey"
+        )
     wide = rows.pivot_table(
         index="persona_id", columns="option", values="probability", aggfunc="sum", observed=True
     )
-    wide = wide.reindex(index=list(persona_ids), columns=list(canonical)).fillna(0.0)
+    wide = wide.reindex(index=list(persona_ids), columns=list(trait.categories)).fillna(0.0)
     answered = set(rows["persona_id"])
     missing = [p for p in persona_ids if p not in answered]
     if missing:
         raise ConfigError(
-            f"no {trait!r} answers for {len(missing)} persona(s) (e.g. {missing[0]!r}); "
+            f"no {trait.name!r} answers for {len(missing)} persona(s) (e.g. {missing[0]!r}); "
             "run the demographic survey on every backstory first"
         )
     fine = wide.to_numpy(dtype=np.float64)
-    column = {label: i for i, label in enumerate(canonical)}
+    column = {label: i for i, label in enumerate(trait.categories)}
     mapped = np.zeros((len(persona_ids), len(survey_trait.categories)))
     for k, category in enumerate(survey_trait.categories):
         for label in category.persona:
@@ -118,23 +125,23 @@ def persona_probabilities(
 
 
 def trait_tables(survey: Survey, demographics: pd.DataFrame, persona_ids: Sequence[str]) -> list[TraitTable]:
-    """The traits both sides know: canonical traits the survey maps and its respondents carry."""
+    """The traits both sides know: the persona traits the survey maps (its codebook's
+    ``matched_traits``) that its respondents carry."""
     if survey.respondents is None:
         raise ConfigError(f"survey {survey.name!r} has no respondents to match: give its data file")
     people = survey.respondents.traits
     tables = []
-    for name, survey_trait in survey.codebook.traits.items():
-        if name not in CANONICAL_TRAITS or name not in people.columns:
+    for trait in survey.codebook.matched_traits:
+        if trait.name not in people.columns:
             continue
-        if not any(c.persona for c in survey_trait.categories):
-            continue
+        survey_trait = survey.codebook.traits[trait.name]
         index = {label: k for k, label in enumerate(survey_trait.labels)}
-        humans = people[name].astype(object).map(index).fillna(-1).to_numpy(dtype=np.int64)
+        humans = people[trait.name].astype(object).map(index).fillna(-1).to_numpy(dtype=np.int64)
         tables.append(
             TraitTable(
-                name=name,
+                name=trait.name,
                 labels=survey_trait.labels,
-                personas=persona_probabilities(demographics, name, survey_trait, persona_ids),
+                personas=persona_probabilities(demographics, trait, survey_trait, persona_ids),
                 humans=humans,
             )
         )

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from anthology.method.prompts import ANSWER_INSTRUCTION, BACKSTORY_QUESTION, BACKSTORY_STOP
+from anthology.method.prompts import ANSWER_INSTRUCTION, BACKSTORY_QUESTION, BACKSTORY_STOP, CITIZEN_QUESTION
 from anthology.settings import Settings, distinct
 
 #: The most tokens a setting may ask for: the longest context windows (about a million tokens).
@@ -35,7 +35,13 @@ class BackstoryConfig(Settings):
     max_tokens: int = Field(1500, ge=1, le=TOKENS_MAX, description="Max tokens per backstory.")
     stop: tuple[str, ...] = Field(BACKSTORY_STOP, description="Stop strings.")
     question: str = Field(BACKSTORY_QUESTION, min_length=1, description="The interview question.")
-    preamble: bool = Field(True, description='Open with the "Are you a US citizen?" turn.')
+    preamble: str | None = Field(
+        CITIZEN_QUESTION,
+        min_length=1,
+        description=f'A yes/no question that opens the interview, its "yes" answers kept (default: the '
+        f'paper\'s "{CITIZEN_QUESTION}").',
+        json_schema_extra={"switch": True},
+    )
     min_tokens: int = Field(41, ge=0, le=TOKENS_MAX, description="Drop backstories with fewer tokens.")
     min_words: int = Field(0, ge=0, le=TOKENS_MAX, description="Drop backstories with fewer words.")
     first_person: Literal["heuristic", "judge", "off"] = Field(
@@ -44,6 +50,14 @@ class BackstoryConfig(Settings):
     near_duplicate: float = Field(
         0.8, ge=0, description="Jaccard similarity above which a backstory is a near duplicate (>1: off)."
     )
+
+    @field_validator("preamble", mode="before")
+    @classmethod
+    def _switched(cls, value: object) -> object:
+        """``false`` (or ``null``) turns the preamble off, ``true`` is the paper's question."""
+        if isinstance(value, bool):
+            return CITIZEN_QUESTION if value else None
+        return value
 
 
 class DemographicsConfig(Settings):
@@ -57,7 +71,7 @@ class DemographicsConfig(Settings):
     max_tokens: int = Field(128, ge=1, le=TOKENS_MAX, description="Max tokens per sampled answer.")
     stop: tuple[str, ...] = Field(("\n", "Question"), description="Stop strings of a sampled answer.")
     traits: tuple[str, ...] | None = Field(
-        None, min_length=1, description="Traits to ask (default: the eight canonical traits)."
+        None, min_length=1, description="Traits to ask (default: those the survey maps, for matching)."
     )
 
     _distinct_traits = field_validator("traits")(distinct)

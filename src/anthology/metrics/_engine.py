@@ -112,13 +112,15 @@ class Panel:
         s0 = sums[..., b, None]
         s1 = sums[..., b + 1 : b + 1 + q]
         s2 = sums[..., b + 1 + q : self.unweighted_block]
+        second = np.empty((*sums.shape[:-1], q, q))
+        # A half without complete respondents (s0 == 0) gives NaN or, where the other half's sums are
+        # totals minus this one's and leave a rounding residue in s1, infinities: undefined either way
+        # (its count is under two), so without a warning.
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = s1 / s0
-            s2 = s2 / s0
-        second = np.empty((*sums.shape[:-1], q, q))
-        second[..., self._iu[0], self._iu[1]] = s2
-        second[..., self._iu[1], self._iu[0]] = s2
-        cov = second - mean[..., :, None] * mean[..., None, :]
+            second[..., self._iu[0], self._iu[1]] = s2 / s0
+            second[..., self._iu[1], self._iu[0]] = s2 / s0
+            cov = second - mean[..., :, None] * mean[..., None, :]
         return cov, second
 
     def correlation(self, sums: np.ndarray, constant: ConstantPolicy, where: str) -> np.ndarray:
@@ -126,6 +128,17 @@ class Panel:
         :func:`correlation_from_moments`)."""
         cov, second = self._moments(sums)
         return correlation_from_moments(cov, second, sums[..., self.count], constant, where)
+
+    def support(self, sums: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """What the correlations and alpha rest on, ``(...)`` each: the complete respondents with
+        positive weight, and the questions whose answers vary among them (counted as
+        :func:`correlation_from_moments` counts constant ones)."""
+        cov, second = self._moments(sums)
+        count = sums[..., self.count]
+        var = np.diagonal(cov, axis1=-2, axis2=-1)
+        ms = np.diagonal(second, axis1=-2, axis2=-1)
+        varying = (var > CONSTANT_TOLERANCE * ms) & (np.asarray(count) >= 2)[..., None]
+        return np.rint(count).astype(np.int64), varying.sum(axis=-1)
 
     def alpha(self, sums: np.ndarray, weighted: bool) -> np.ndarray:
         """``(...)`` Cronbach's alpha over complete respondents (see :func:`alpha_from_variances`)."""
@@ -218,13 +231,17 @@ def panel_metrics(
     constant: ConstantPolicy,
     where: str,
 ) -> dict[str, np.ndarray]:
-    """Every comparison metric from the two panels' sums; any leading axes (resamples) carry through."""
+    """Every comparison metric from the two panels' sums, and what each panel's correlations rest on
+    (``*_complete``, ``*_varying``: :meth:`Panel.support`); any leading axes (resamples) carry
+    through."""
     h_dist = humans.distributions(human_sums)
     p_dist = personas.distributions(persona_sums)
     wd = wasserstein_raw(h_dist, p_dist)
     wd_norm = wd / (humans.n_options - 1)
     h_corr = humans.correlation(human_sums, constant, f"human answers{where}")
     p_corr = personas.correlation(persona_sums, constant, f"persona answers{where}")
+    h_complete, h_varying = humans.support(human_sums)
+    p_complete, p_varying = personas.support(persona_sums)
     return {
         "human_distributions": h_dist,
         "persona_distributions": p_dist,
@@ -239,4 +256,8 @@ def panel_metrics(
         "alpha_humans_weighted": humans.alpha(human_sums, weighted=True),
         "alpha_personas": personas.alpha(persona_sums, weighted=False),
         "alpha_personas_weighted": personas.alpha(persona_sums, weighted=True),
+        "human_complete": h_complete,
+        "human_varying": h_varying,
+        "persona_complete": p_complete,
+        "persona_varying": p_varying,
     }

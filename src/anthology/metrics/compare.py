@@ -36,6 +36,17 @@ SCALAR_METRICS = (
 
 
 @dataclass(frozen=True)
+class Support:
+    """What a panel's correlations and Cronbach's alpha rest on: the ``complete`` respondents (every
+    question answered, positive weight) and the number of questions whose answers ``vary`` among
+    them. A correlation needs two respondents and two varying questions; how many make it mean
+    something is the evaluation's rule (:mod:`anthology.evaluation.sizes`)."""
+
+    complete: int
+    varying: int
+
+
+@dataclass(frozen=True)
 class Comparison:
     """Every metric of one persona panel against the humans.
 
@@ -54,6 +65,7 @@ class Comparison:
         alpha_humans, alpha_personas: Cronbach's alpha, unweighted (pingouin's value);
         alpha_humans_weighted, alpha_personas_weighted: with the panels' weights (equal to the
             unweighted value when a panel has no weights).
+        human_support, persona_support: what each panel's correlations and alphas rest on.
     """
 
     n_options: np.ndarray
@@ -74,6 +86,8 @@ class Comparison:
     alpha_humans_weighted: float
     alpha_personas: float
     alpha_personas_weighted: float
+    human_support: Support
+    persona_support: Support
 
     def scalars(self) -> dict[str, float]:
         """The scalar metrics by name (:data:`SCALAR_METRICS`)."""
@@ -100,6 +114,10 @@ def prepare(
 
 def comparison_from_panels(humans: Panel, personas: Panel, constant: ConstantPolicy) -> Comparison:
     values = panel_metrics(humans, humans.total(), personas, personas.total(), constant, "")
+    support = {
+        f"{side}_support": Support(int(values.pop(f"{side}_complete")), int(values.pop(f"{side}_varying")))
+        for side in ("human", "persona")
+    }
     scalars = {k: float(v) for k, v in values.items() if np.ndim(v) == 0}
     arrays = {k: v for k, v in values.items() if np.ndim(v) > 0}
     return Comparison(
@@ -110,6 +128,7 @@ def comparison_from_panels(humans: Panel, personas: Panel, constant: ConstantPol
         n_personas_complete=personas.n_complete,
         **arrays,
         **scalars,
+        **support,
     )
 
 

@@ -52,6 +52,8 @@ class LowerBound:
     ``wd_raw``/``wd_normalized``/``frobenius`` are the means over splits of the per-split values
     ``*_per_split`` (shape ``(n_splits,)``); ``wd_per_question_*`` (shape ``(q,)``) are the per-question
     means over splits. Each half's distributions and correlations use the survey weights.
+    ``complete_per_split`` and ``varying_per_split`` (shape ``(n_splits, 2)``, the two halves) are what
+    each half's correlations rest on (see :class:`~anthology.metrics.Support`).
     """
 
     wd_raw: float
@@ -62,6 +64,8 @@ class LowerBound:
     wd_raw_per_split: np.ndarray
     wd_normalized_per_split: np.ndarray
     frobenius_per_split: np.ndarray
+    complete_per_split: np.ndarray
+    varying_per_split: np.ndarray
     n_splits: int
 
     def scalars(self) -> dict[str, float]:
@@ -111,6 +115,7 @@ def human_lower_bound(
     fro = frobenius(panel.correlation(sums_a, constant, where), panel.correlation(sums_b, constant, where))
     wd_split = mean_defined(wd)
     wd_norm_split = mean_defined(wd_norm)
+    support = [panel.support(sums_a), panel.support(sums_b)]
     return LowerBound(
         wd_raw=float(wd_split.mean()),
         wd_normalized=float(wd_norm_split.mean()),
@@ -120,6 +125,8 @@ def human_lower_bound(
         wd_raw_per_split=wd_split,
         wd_normalized_per_split=wd_norm_split,
         frobenius_per_split=fro,
+        complete_per_split=np.stack([support[0][0], support[1][0]], axis=1),
+        varying_per_split=np.stack([support[0][1], support[1][1]], axis=1),
         n_splits=n_splits,
     )
 

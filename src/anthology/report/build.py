@@ -25,13 +25,17 @@ import pandas as pd
 from anthology.coverage import warnings
 from anthology.evaluation import (
     LOWER_BOUND,
+    RELIABLE_RESPONDENTS,
     TABLE_COLUMNS,
     Evaluation,
     RunData,
     best_methods,
+    best_of,
     current_evaluation,
+    is_reliable,
     load_run,
     method_label,
+    table_notes,
 )
 from anthology.files import atomic_write
 from anthology.method.matching import persona_probabilities
@@ -66,7 +70,7 @@ EXPLANATIONS = {
 
 @dataclass(frozen=True)
 class PoolTrait:
-    """A canonical trait of the backstory pool on the survey's categories."""
+    """A persona trait of the backstory pool on the survey's categories."""
 
     trait: str
     labels: tuple[str, ...]
@@ -95,6 +99,7 @@ def write_report(run_dir: str | Path) -> Path:
         evaluated=manifest.get("stages", {}).get("evaluate", {}),
         explanations=[(TABLE_COLUMNS[k][0], v) for k, v in EXPLANATIONS.items() if k in evaluation.table],
         metrics=_metrics_table(evaluation.table),
+        reference={"reliable": is_reliable(len(data.humans)), "from": RELIABLE_RESPONDENTS},
         agreement=_agreement_rows(evaluation),
         methods=_method_summary(data),
         coverage=_coverage_rows(evaluation),
@@ -143,7 +148,8 @@ def _overview(data: RunData) -> dict[str, Any]:
 
 
 def _metrics_table(table: pd.DataFrame) -> dict[str, Any]:
-    """Headings and rows of the paper's table, each cell with its interval and best mark."""
+    """Headings and rows of the paper's table, each cell with its interval and best mark ("–" when
+    undefined), and the reasons for the undefined cells."""
     best = best_methods(table)
     columns = [m for m in TABLE_COLUMNS if m in table]
     rows = []
@@ -163,7 +169,7 @@ def _metrics_table(table: pd.DataFrame) -> dict[str, Any]:
         {"name": TABLE_COLUMNS[m][0], "better": "lower" if TABLE_COLUMNS[m][1] == "min" else "higher"}
         for m in columns
     ]
-    return {"headings": headings, "rows": rows}
+    return {"headings": headings, "rows": rows, "notes": table_notes(table)}
 
 
 def _agreement_rows(evaluation: Evaluation) -> list[dict[str, Any]]:
@@ -263,7 +269,8 @@ def _correlations(
 
 
 def _subgroups(evaluation: Evaluation, methods: tuple[str, ...]) -> dict[str, Any]:
-    """WD per subgroup (rows) and method (columns), with the subgroup's own lower bound."""
+    """WD per subgroup (rows) and method (columns), with the subgroup's own split-half (marked noisy
+    under :data:`RELIABLE_RESPONDENTS` humans); every trait of the survey the humans carry."""
     frame = evaluation.per_subgroup
     if frame.empty:
         return {"methods": [], "rows": []}
@@ -271,13 +278,15 @@ def _subgroups(evaluation: Evaluation, methods: tuple[str, ...]) -> dict[str, An
     info = frame.drop_duplicates(["trait", "group"]).set_index(["trait", "group"])
     rows = []
     for key, values in wide.reindex(columns=list(methods)).iterrows():
-        best = values.idxmin() if values.notna().any() else None
+        best = best_of(values, "min")
+        humans = int(info.loc[key, "n_humans"])
         rows.append(
             {
                 "trait": key[0],
                 "group": key[1],
-                "humans": int(info.loc[key, "n_humans"]),
+                "humans": humans,
                 "floor": _number(info.loc[key, "lower_bound_wd_raw"]),
+                "noisy": not is_reliable(humans),
                 "cells": [{"value": _number(values[m]), "best": m == best} for m in methods],
             }
         )
@@ -285,16 +294,17 @@ def _subgroups(evaluation: Evaluation, methods: tuple[str, ...]) -> dict[str, An
 
 
 def _pool_traits(data: RunData) -> list[PoolTrait]:
-    """The canonical traits the survey maps, the humans carry and the demographic survey asked."""
+    """The persona traits the survey maps, the humans carry and the demographic survey asked."""
     demographics = data.demographics
     if demographics is None:
         return []
     persona_ids = pd.Index(demographics["persona_id"].unique())
     out = []
-    for trait, survey_trait in data.survey.codebook.traits.items():
+    for definition in data.survey.codebook.matched_traits:
+        trait, survey_trait = definition.name, data.survey.codebook.traits[definition.name]
         mapped = {label for c in survey_trait.categories for label in c.persona}
         rows = demographics[demographics["trait"] == trait]
-        if not mapped or rows.empty or trait not in data.humans:
+        if rows.empty or trait not in data.humans:
             continue
         kept = rows[rows["option"].isin(mapped - {DECLINE})].groupby("persona_id")["probability"].sum()
         out.append(
@@ -302,7 +312,7 @@ def _pool_traits(data: RunData) -> list[PoolTrait]:
                 trait=trait,
                 labels=survey_trait.labels,
                 persona_ids=persona_ids,
-                probabilities=persona_probabilities(demographics, trait, survey_trait, persona_ids),
+                probabilities=persona_probabilities(demographics, definition, survey_trait, persona_ids),
                 dropped=float(1 - kept.reindex(persona_ids, fill_value=0.0).mean()),
             )
         )

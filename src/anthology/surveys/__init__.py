@@ -12,8 +12,9 @@ The Python API::
 """
 
 from anthology.surveys.codebook import Codebook, read_codebook
+from anthology.surveys.declared import TraitDeclaration
 from anthology.surveys.distributions import answer_distributions, trait_shares, weighted_shares
-from anthology.surveys.registry import load_survey, survey_content_hash, survey_names
+from anthology.surveys.registry import load_codebook, load_survey, survey_content_hash, survey_names
 from anthology.surveys.schema import (
     DECLINE,
     Exclusion,
@@ -43,7 +44,9 @@ __all__ = [
     "SurveyCategory",
     "SurveyTrait",
     "Trait",
+    "TraitDeclaration",
     "answer_distributions",
+    "load_codebook",
     "load_survey",
     "read_codebook",
     "survey_content_hash",

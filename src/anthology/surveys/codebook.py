@@ -1,8 +1,9 @@
 """The YAML codebook: one file that describes a survey and how to read its data (the format is
 documented with a worked example in docs/codebook.md).
 
-A codebook names the respondent-id and weight columns, maps demographic columns onto the canonical
-persona traits (or declares a trait absent, with the reason), and lists the questions with their
+A codebook names the respondent-id and weight columns, may declare persona traits of its own
+(``persona_traits:``, inline or in a shared YAML file), maps demographic columns onto the persona
+traits (or declares a canonical trait absent, with the reason), and lists the questions with their
 wording, options and codes. Every problem is reported as one line naming the file, line and column.
 """
 
@@ -19,12 +20,15 @@ from pydantic import Field, PrivateAttr, ValidationError, field_validator, model
 
 from anthology.errors import ConfigError
 from anthology.surveys.codes import Code, CodeProblem, MissingKind, check_distinct
+from anthology.surveys.datafiles import ReadOptions
+from anthology.surveys.declared import TraitDeclaration, persona_traits
 from anthology.surveys.schema import (
     DECLINE,
     FrozenModel,
     Question,
     Questionnaire,
     SurveyTrait,
+    Trait,
     check_unique_ids,
 )
 from anthology.surveys.traits import CANONICAL_TRAITS
@@ -60,9 +64,11 @@ class Codebook(FrozenModel):
     source: str | None = None
     description: str | None = None
     data: str | None = None
+    read: ReadOptions = Field(default_factory=ReadOptions)  # how to read `data` (docs: Data files)
     respondent_id: str | None = None
     weight: str | None = None
     missing: dict[Code, MissingKind] = Field(default_factory=dict)
+    persona_traits: dict[str, TraitDeclaration] = Field(default_factory=dict)
     traits: dict[str, SurveyTrait] = Field(default_factory=dict)
     absent: dict[str, str] = Field(default_factory=dict)
     questions: tuple[Question, ...] = Field(min_length=1)
@@ -76,23 +82,23 @@ class Codebook(FrozenModel):
 
     @model_validator(mode="after")
     def _traits_are_declared(self) -> Codebook:
-        """Every persona trait is mapped or declared absent; only persona traits map to personas."""
+        """Every canonical trait is mapped or declared absent; only persona traits map to personas."""
+        persona = self._checked_declarations()
+        names = ", ".join(persona)
         for name, trait in self.traits.items():
             if name in RESERVED_NAMES:
                 raise CodeProblem(("traits", name), f"{name!r} is reserved; give the trait another name")
-            if name in CANONICAL_TRAITS:
-                _check_persona_mapping(name, trait)
+            if name in persona:
+                _check_persona_mapping(name, trait, persona[name])
             elif trait.unmapped or any(c.persona for c in trait.categories):
                 raise CodeProblem(
                     ("traits", name),
-                    f"{name!r} is not a persona trait ({', '.join(CANONICAL_TRAITS)}), so it takes no "
-                    "`persona:` or `unmapped:`; rename it or remove those keys",
+                    f"{name!r} is not a persona trait ({names}), so it takes no `persona:` or "
+                    "`unmapped:`; rename it, declare it under `persona_traits:`, or remove those keys",
                 )
         for name, reason in self.absent.items():
-            if name not in CANONICAL_TRAITS:
-                raise CodeProblem(
-                    ("absent", name), f"{name!r} is not a persona trait ({', '.join(CANONICAL_TRAITS)})"
-                )
+            if name not in persona:
+                raise CodeProblem(("absent", name), f"{name!r} is not a persona trait ({names})")
             if name in self.traits:
                 raise CodeProblem(
                     ("absent", name), f"trait {name!r} is both mapped under `traits:` and declared absent"
@@ -100,13 +106,45 @@ class Codebook(FrozenModel):
             if not reason.strip():
                 raise CodeProblem(("absent", name), f"say why trait {name!r} is absent")
         for name in CANONICAL_TRAITS:
-            if name not in self.traits and name not in self.absent:
+            if name not in self.traits and name not in self.absent and name not in self.persona_traits:
                 raise CodeProblem(
                     ("traits",),
                     f"persona trait {name!r} is neither mapped under `traits:` nor declared under `absent:` "
                     "with a reason; add one of the two",
                 )
+        if not self.matched_traits and self.persona_traits:
+            raise CodeProblem(
+                ("persona_traits",),
+                "no persona trait is mapped under `traits:` (with `persona:` categories), so nothing can "
+                "be matched; map at least one",
+            )
         return self
+
+    def _checked_declarations(self) -> dict[str, Trait]:
+        """:attr:`persona_definitions`, with a declaration's problem reported at its place."""
+        for name, declaration in self.persona_traits.items():
+            if name in RESERVED_NAMES:
+                raise CodeProblem(
+                    ("persona_traits", name), f"{name!r} is reserved; give the trait another name"
+                )
+            try:
+                declaration.trait(name)
+            except ValidationError as exc:
+                problem = (exc.errors()[0].get("ctx") or {}).get("error") or exc.errors()[0]["msg"]
+                raise CodeProblem(("persona_traits", name), str(problem)) from None
+        return self.persona_definitions
+
+    @cached_property
+    def persona_definitions(self) -> dict[str, Trait]:
+        """Every persona trait the codebook can map: the canonical ones (those it declares replaced)
+        and its own (:func:`anthology.surveys.declared.persona_traits`)."""
+        return persona_traits(self.persona_traits)
+
+    @cached_property
+    def matched_traits(self) -> tuple[Trait, ...]:
+        """The persona traits the codebook maps (what the demographic survey asks and matching uses),
+        in :attr:`persona_definitions` order."""
+        return tuple(t for name, t in self.persona_definitions.items() if name in self.traits)
 
     @model_validator(mode="after")
     def _codes_are_distinct(self) -> Codebook:
@@ -153,14 +191,16 @@ def _check_distinct_at(
         raise CodeProblem(where + exc.path, str(exc)) from exc
 
 
-def _check_persona_mapping(name: str, trait: SurveyTrait) -> None:
-    """Each persona category of a canonical trait sums into exactly one survey category or is declared
-    ``unmapped``; "Prefer not to answer" is never mapped (matching drops it)."""
-    canonical = CANONICAL_TRAITS[name]
+def _check_persona_mapping(name: str, trait: SurveyTrait, canonical: Trait) -> None:
+    """Each persona category of a persona trait sums into exactly one survey category or is declared
+    ``unmapped``; "Prefer not to answer" is never mapped (matching drops it). An excluded category maps
+    nothing."""
     known = set(canonical.answerable)
     used: dict[str, str] = {}
     for i, category in enumerate(trait.categories):
         where = ("traits", name, "categories", i, "persona")
+        if category.exclude:
+            continue
         if not category.persona:
             raise CodeProblem(
                 where[:-1],
@@ -193,25 +233,57 @@ def _check_persona_mapping(name: str, trait: SurveyTrait) -> None:
 
 def read_codebook(path: Path) -> Codebook:
     """Read and check a YAML codebook; any problem is a :class:`ConfigError` naming file, line and column."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"codebook {path} does not exist; check the path") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read codebook {path}: {exc}; it must be a UTF-8 YAML file") from exc
-    data, positions = parse_yaml(text, str(path))
+    data, positions = _read_yaml(path, "codebook")
     origin = Origin(str(path), positions)
     if not isinstance(data, dict):
         raise ConfigError(
             f"{path}:1:1: a codebook is a YAML mapping with name, title, traits, absent and questions; "
             f"{_FORMAT_HINT}"
         )
+    if isinstance(data.get("persona_traits"), str):
+        data = {**data, "persona_traits": read_trait_file(trait_file(path, data["persona_traits"]))}
     try:
         codebook = Codebook.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc, origin)) from exc
     codebook._origin = origin
     return codebook
+
+
+def trait_file(codebook: Path, entry: str) -> Path:
+    """The shared trait file a codebook's ``persona_traits:`` names, relative to the codebook's folder."""
+    return codebook.parent / Path(entry).expanduser()
+
+
+def read_trait_file(path: Path) -> dict[str, TraitDeclaration]:
+    """A shared trait file: a YAML mapping of persona trait declarations, checked as it is read."""
+    data, positions = _read_yaml(path, "trait file", "(persona_traits:) ")
+    if not isinstance(data, dict) or not data:
+        raise ConfigError(
+            f"{path}:1:1: a trait file is a YAML mapping of trait name to declaration; {_FORMAT_HINT}"
+        )
+    try:
+        return _TraitFile.model_validate({"traits": data}).traits
+    except ValidationError as exc:
+        shifted = {("traits", *key): where for key, where in positions.items()}
+        message = describe_validation_error(exc, Origin(str(path), shifted))
+        raise ConfigError(message.replace(": traits.", ": ", 1)) from exc
+
+
+class _TraitFile(FrozenModel):
+    traits: dict[str, TraitDeclaration]
+
+
+def _read_yaml(path: Path, what: str, named: str = "") -> tuple[Any, dict[tuple[str, ...], tuple[int, int]]]:
+    """A UTF-8 YAML file parsed with its positions (:func:`parse_yaml`); a missing or unreadable one is
+    a one-line error naming ``what`` it is."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} {named}does not exist; check the path") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc}; it must be a UTF-8 YAML file") from exc
+    return parse_yaml(text, str(path))
 
 
 def parse_yaml(text: str, file: str) -> tuple[Any, dict[tuple[str, ...], tuple[int, int]]]:

@@ -38,7 +38,7 @@ class _Coded:
 
 def code_respondents(codebook: Codebook, table: Table) -> tuple[Respondents, LoadReport]:
     """Read ids, weights, traits and answers from ``table`` as ``codebook`` says; exclude (and report)
-    respondents who answered none of the questions."""
+    respondents in a category the codebook excludes and those who answered none of the questions."""
     _check_columns(codebook, table)
     ids = _respondent_ids(codebook, table)
     weights = _weights(codebook, table, ids)
@@ -71,33 +71,57 @@ def code_respondents(codebook: Codebook, table: Table) -> tuple[Respondents, Loa
         answers[question.id] = coded.index.array
         nonresponse[question.id] = coded.nonresponse.array
     answers_frame = pd.DataFrame(answers, index=ids)
-    answered_any = answers_frame.notna().any(axis=1).to_numpy()
-    exclusions: tuple[Exclusion, ...] = ()
-    if not answered_any.all():
-        left_out = ids[~answered_any]
-        reason = f"answered none of the {len(codebook.questions)} questions"
-        exclusions = (Exclusion(reason, len(left_out), tuple(left_out[:_SHOWN_VALUES].tolist())),)
+    trait_frame = pd.DataFrame(traits, index=ids)
+    kept = np.ones(len(ids), dtype=bool)
+    exclusions: list[Exclusion] = []
+    for reason, mask in _left_out(codebook, trait_frame, answers_frame):
+        mask = mask & kept  # each respondent is counted under the first reason that leaves them out
+        if mask.any():
+            exclusions.append(Exclusion(reason, int(mask.sum()), tuple(ids[mask][:_SHOWN_VALUES].tolist())))
+            kept &= ~mask
     people = Respondents(
-        weights=weights[answered_any],
-        traits=pd.DataFrame(traits, index=ids)[answered_any],
-        answers=answers_frame[answered_any],
-        nonresponse=pd.DataFrame(nonresponse, index=ids)[answered_any],
+        weights=weights[kept],
+        traits=trait_frame[kept],
+        answers=answers_frame[kept],
+        nonresponse=pd.DataFrame(nonresponse, index=ids)[kept],
         weighted=codebook.weight is not None,
     )
     _check_every_question_answered(codebook, table, people)
-    return people, LoadReport(table.name, len(table.frame), exclusions, tuple(warnings))
+    return people, LoadReport(table.name, len(table.frame), tuple(exclusions), (*table.warnings, *warnings))
+
+
+def _left_out(
+    codebook: Codebook, traits: pd.DataFrame, answers: pd.DataFrame
+) -> list[tuple[str, np.ndarray]]:
+    """Why respondents are left out, each reason with its mask: a category the codebook excludes from
+    matching, then no answer to any question."""
+    reasons = []
+    for name, trait in codebook.traits.items():
+        for i, category in enumerate(trait.categories):
+            if category.exclude:
+                where = codebook.locate("traits", name, "categories", i)
+                mask = (traits[name] == category.label).to_numpy(dtype=bool, na_value=False)
+                reason = f"are in {name} category {category.label!r}, excluded from matching ({where})"
+                reasons.append((reason, mask))
+    nothing = f"answered none of the {len(codebook.questions)} questions"
+    reasons.append((nothing, ~answers.notna().any(axis=1).to_numpy()))
+    return reasons
 
 
 def _check_columns(codebook: Codebook, table: Table) -> None:
-    """Every column the codebook names exists in the data (else: which one, where it is named, and the
-    closest existing name)."""
+    """Every column the codebook names exists in the data (else: which one, where it is named, the
+    closest existing name and, for a CSV file, how it was split and decoded)."""
     for column, path in codebook.columns().items():
         if column not in table.frame.columns:
             close = difflib.get_close_matches(column, table.columns, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
+            read_as, or_read = "", ""
+            if (dialect := table.dialect) is not None:
+                read_as = f" (read as {dialect.describe()}; its header is {dialect.header!r})"
+                or_read = f", or set read.delimiter in the codebook if it is not {dialect.delimiter!r}"
             raise ConfigError(
-                f"{table.name} has no column {column!r}{hint}, named at {codebook.locate(*path)}; "
-                "fix the codebook or use the data file that has it"
+                f"{table.name} has no column {column!r}{hint}, named at {codebook.locate(*path)}{read_as}; "
+                f"fix the codebook or use the data file that has it{or_read}"
             )
 
 

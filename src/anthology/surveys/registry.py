@@ -11,7 +11,7 @@ import pandas as pd
 from anthology.errors import ConfigError
 from anthology.hashing import update_with_file
 from anthology.surveys.builtin import BUILTINS
-from anthology.surveys.codebook import Codebook, read_codebook
+from anthology.surveys.codebook import Codebook, parse_yaml, read_codebook, trait_file
 from anthology.surveys.coding import code_respondents
 from anthology.surveys.datafiles import Table, frame_table, read_table
 from anthology.surveys.schema import Survey
@@ -37,6 +37,11 @@ def load_survey(name_or_path: str | Path, data: str | Path | pd.DataFrame | None
     return Survey(codebook, respondents, report)
 
 
+def load_codebook(name_or_path: str | Path) -> Codebook:
+    """A survey's codebook alone, by built-in name or path (no respondent data is read)."""
+    return read_codebook(_codebook_path(name_or_path))
+
+
 def _codebook_path(name_or_path: str | Path) -> Path:
     if str(name_or_path) in BUILTINS:
         return BUILTINS[str(name_or_path)].codebook_path
@@ -59,12 +64,13 @@ def _table(
     if isinstance(data, pd.DataFrame):
         return frame_table("the DataFrame passed as data", data)
     if data is not None:
-        return read_table(Path(data).expanduser(), codebook.columns())
+        return read_table(Path(data).expanduser(), codebook.columns(), codebook.read)
     builtin = BUILTINS.get(str(name_or_path))
     if builtin is not None and builtin.load is not None:
         return frame_table(builtin.data_source, builtin.load())
     if codebook.data is not None:
-        return read_table(Path(codebook.origin.file).parent / codebook.data, codebook.columns())
+        path = Path(codebook.origin.file).parent / codebook.data
+        return read_table(path, codebook.columns(), codebook.read)
     return None
 
 
@@ -78,9 +84,17 @@ def survey_content_hash(name_or_path: str | Path, data: str | Path | None = None
     if data is None and builtin is not None and builtin.load is not None:
         digest.update(pd.util.hash_pandas_object(builtin.load(), index=True).values.tobytes())
         return digest.hexdigest()
+    codebook = read_codebook(path)
+    if codebook.persona_traits and isinstance(traits := _raw_entry(path, "persona_traits"), str):
+        update_with_file(digest, trait_file(path, traits))
     if data is None:
-        entry = read_codebook(path).data
-        data = path.parent / entry if entry is not None else None
+        data = path.parent / codebook.data if codebook.data is not None else None
     if data is not None and Path(data).expanduser().is_file():
         update_with_file(digest, Path(data).expanduser())
     return digest.hexdigest()
+
+
+def _raw_entry(path: Path, key: str) -> object:
+    """A top-level entry of a codebook as its YAML gives it (a shared trait file's path, say)."""
+    data, _ = parse_yaml(path.read_text(encoding="utf-8"), str(path))
+    return data.get(key) if isinstance(data, dict) else None

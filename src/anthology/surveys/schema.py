@@ -158,22 +158,42 @@ class Questionnaire(FrozenModel):
 
 
 class Trait(FrozenModel):
-    """A canonical persona-side trait: the question put to each backstory and its options, the last of
-    which is always "Prefer not to answer". ``swap`` names two options whose order (and their order in
-    the wording's ``{0}`` and ``{1}``) is randomised per persona, as the paper does for party."""
+    """A persona-side trait: the question put to each backstory and its options, the last of which is
+    always "Prefer not to answer". ``swap`` names two options whose order (and, where the wording has
+    ``{0}`` and ``{1}``, their order there) is randomised per persona, as the paper does for party.
+    ``numeric`` lets a sampled answer name its option by a number in its range ("34" for 30-49).
+    ``bio`` is the first-person sentence the Bio baseline states it with (``{value}``, optionally
+    ``{article}``; None: the baselines leave the trait out), ``topic`` its Portray name, and
+    ``lower`` lower-cases the value's first letter in the sentence."""
 
     name: str
-    question: str
+    question: str = Field(min_length=1)
     categories: tuple[str, ...]
     swap: tuple[str, str] | None = None
+    numeric: bool = False
+    bio: str | None = None
+    topic: str | None = None
+    lower: bool = False
 
     @model_validator(mode="after")
     def _well_formed(self) -> Trait:
-        if not self.categories or self.categories[-1] != DECLINE:
-            raise ValueError(f"the options of trait {self.name!r} must end with {DECLINE!r}")
+        if len(self.categories) < 3 or self.categories[-1] != DECLINE:
+            raise ValueError(
+                f"trait {self.name!r} needs at least two options, followed by {DECLINE!r} as the last"
+            )
         _check_unique_labels(self.categories)
-        if self.swap and not set(self.swap) <= set(self.categories):
-            raise ValueError(f"trait {self.name!r}: swap {self.swap} names options it does not have")
+        if self.swap:
+            if not set(self.swap) <= set(self.answerable) or self.swap[0] == self.swap[1]:
+                raise ValueError(f"trait {self.name!r}: swap {list(self.swap)} must name two of its options")
+            if ("{0}" in self.question) != ("{1}" in self.question):
+                raise ValueError(
+                    f"trait {self.name!r}: a question that names the swapped pair needs both {{0}} and "
+                    "{1}, where the two options are named in the order each persona sees"
+                )
+        if self.bio is not None and "{value}" not in self.bio:
+            raise ValueError(
+                f"trait {self.name!r}: the bio sentence needs {{value}}, e.g. 'I live in {{value}}.'"
+            )
         return self
 
     @property
@@ -188,18 +208,29 @@ class Trait(FrozenModel):
             return self.question, self.categories
         first, second = (self.swap[1], self.swap[0]) if swapped else self.swap
         order = {self.swap[0]: first, self.swap[1]: second}
-        return self.question.format(first, second), tuple(order.get(c, c) for c in self.categories)
+        wording = self.question.format(first, second) if "{0}" in self.question else self.question
+        return wording, tuple(order.get(c, c) for c in self.categories)
 
 
 class SurveyCategory(FrozenModel):
     """One of a survey's categories for a demographic: how the data records it (``codes`` and/or a
-    numeric ``range``, inclusive, either end ``None`` for open) and, for canonical traits, which persona
-    categories sum into it."""
+    numeric ``range``, inclusive, either end ``None`` for open) and, for persona traits, which persona
+    categories sum into it. With ``exclude`` its respondents are left out of the study (counted in the
+    load report), e.g. ages a persona pool does not cover."""
 
     label: str = Field(min_length=1)
     codes: tuple[Code, ...] = ()
     range: tuple[float | None, float | None] | None = None
     persona: tuple[str, ...] = ()
+    exclude: bool = False
+
+    @model_validator(mode="after")
+    def _excluded_maps_nothing(self) -> SurveyCategory:
+        if self.exclude and self.persona:
+            raise CodeProblem(
+                ("persona",), f"category {self.label!r} is excluded, so it takes no `persona:` categories"
+            )
+        return self
 
     @field_validator("range")
     @classmethod
@@ -218,7 +249,7 @@ class SurveyCategory(FrozenModel):
 
 
 class SurveyTrait(FrozenModel):
-    """A survey's demographic column and its categories. For a canonical trait, each category lists
+    """A survey's demographic column and its categories. For a persona trait, each category lists
     the persona categories summed into it (``persona``) and ``unmapped`` lists the persona categories
     that have no counterpart here (their mass is dropped and the rest renormalised, like "Prefer not
     to answer")."""

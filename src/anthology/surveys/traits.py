@@ -1,8 +1,11 @@
-"""The canonical persona-side demographic traits: the questions every backstory is asked in the
+"""The canonical persona-side demographic traits: the questions a backstory is asked in the
 demographic survey (stage 3), with the paper's options. Each list ends with "Prefer not to answer".
 
 Surveys map these categories onto their own (see :class:`~anthology.surveys.schema.SurveyTrait`), so
-that persona and human demographics can be compared in matching (stage 4).
+that persona and human demographics can be compared in matching (stage 4). A codebook may declare
+traits of its own, or replace one of these, under ``persona_traits:`` (docs/codebook.md). The Bio and
+Portray wording is the paper's for the six traits its baselines state; religion and region have none,
+so the baselines leave them out, as the paper does.
 """
 
 from __future__ import annotations
@@ -15,12 +18,18 @@ AGE = Trait(
     name="age",
     question="What is your age?",
     categories=("18-29", "30-49", "50-64", "65 or Above", DECLINE),
+    numeric=True,
+    bio="My age is {value}.",
+    topic="age",
 )
 
 GENDER = Trait(
     name="gender",
     question="What is your gender?",
     categories=("Male", "Female", "Other (e.g., non-binary, trans)", DECLINE),
+    bio="I consider my gender as {value}.",
+    topic="gender",
+    lower=True,
 )
 
 EDUCATION = Trait(
@@ -37,6 +46,9 @@ EDUCATION = Trait(
         "Doctoral degree",
         DECLINE,
     ),
+    bio="My highest level of education is {value}.",
+    topic="education",
+    lower=True,
 )
 
 INCOME = Trait(
@@ -58,6 +70,9 @@ INCOME = Trait(
         "$200,000 or more",
         DECLINE,
     ),
+    numeric=True,
+    bio="My annual income is {value}.",
+    topic="income",
 )
 
 RACE = Trait(
@@ -74,6 +89,8 @@ RACE = Trait(
         "Other",
         DECLINE,
     ),
+    bio="I consider my race as {value}.",
+    topic="race",
 )
 
 RELIGION = Trait(
@@ -107,6 +124,8 @@ PARTY = Trait(
     question="Generally speaking, do you usually think of yourself as a {0}, a {1}, an Independent or what?",
     categories=("Democrat", "Republican", "Independent", "Other", "No preference", DECLINE),
     swap=("Democrat", "Republican"),
+    bio="Politically, I consider myself {article} {value}.",
+    topic="political party",
 )
 
 #: The canonical traits by name, in the order the demographic survey asks them.
