@@ -46,6 +46,11 @@ def refused(*args: str, match: str) -> str:
     return lines[0]
 
 
+def models_try(model: str, *flags: str) -> tuple[str, ...]:
+    """``anthology models try MODEL`` on a short prompt, without a cache, with ``flags``."""
+    return ("models", "try", model, "--prompt", "hi", "--no-cache", *flags)
+
+
 def write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
@@ -63,7 +68,7 @@ def write(path: Path, text: str) -> Path:
     ],
 )
 def test_bad_dtype_or_device_is_one_line(tiny_folder, tmp_path, flags, match):
-    refused("models", "try", tiny_folder, "--prompt", "hi", "--no-cache", *flags, match=match)
+    refused(*models_try(tiny_folder, *flags), match=match)
     refused("run", "--model", tiny_folder, "--out", str(tmp_path / "run"), *flags, match=match)
     assert not (tmp_path / "run").exists()
 
@@ -73,14 +78,7 @@ def test_cuda_on_a_torch_without_cuda_says_so(tiny_folder, monkeypatch):
 
     monkeypatch.setattr(torch.backends.cuda, "is_built", lambda: False)
     refused(
-        "models",
-        "try",
-        tiny_folder,
-        "--prompt",
-        "hi",
-        "--no-cache",
-        "--device",
-        "cuda",
+        *models_try(tiny_folder, "--device", "cuda"),
         match="this torch has no CUDA build; install a CUDA torch or use --device cpu",
     )
 
@@ -114,7 +112,7 @@ def test_device_and_dtype_in_a_config_file(tmp_path):
 @pytest.mark.parametrize("seed", ["-1", str(2**63)])
 def test_seed_out_of_range(tiny_folder, tmp_path, seed):
     match = "is not in the range 0<=x<=9223372036854775807"
-    refused("models", "try", tiny_folder, "--prompt", "hi", "--no-cache", "--seed", seed, match=match)
+    refused(*models_try(tiny_folder, "--seed", seed), match=match)
     refused("run", "--seed", seed, "--out", str(tmp_path / "run"), match=match)
     refused("backstories", str(tmp_path / "run"), "--seed", seed, match=match)
     refused("run", str(write(tmp_path / "c.yaml", f"seed: {seed}\n")), match="seed: Input should be")
@@ -130,14 +128,7 @@ def test_the_largest_seed_is_accepted():
 @pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
 def test_temperature_must_be_finite(tiny_folder, tmp_path, value):
     refused(
-        "models",
-        "try",
-        tiny_folder,
-        "--prompt",
-        "hi",
-        "--no-cache",
-        "--temperature",
-        value,
+        *models_try(tiny_folder, "--temperature", value),
         match="--temperature",
     )
     refused("backstories", str(tmp_path / "run"), "--temperature", value, match="--temperature")

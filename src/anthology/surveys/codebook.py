@@ -41,10 +41,12 @@ _FORMAT_HINT = "see docs/codebook.md"
 
 @dataclass(frozen=True)
 class Origin:
-    """Where a codebook came from: its file and the line and column of every key and list item."""
+    """Where a codebook came from: its file, the line and column of every key and list item, and the
+    other files it was read from (a shared trait file)."""
 
     file: str = "<codebook>"
     positions: Mapping[tuple[str, ...], tuple[int, int]] = field(default_factory=dict)
+    includes: tuple[Path, ...] = ()
 
     def locate(self, path: tuple[Any, ...]) -> str:
         """``file:line:column`` of the deepest part of ``path`` found in the file."""
@@ -234,25 +236,22 @@ def _check_persona_mapping(name: str, trait: SurveyTrait, canonical: Trait) -> N
 def read_codebook(path: Path) -> Codebook:
     """Read and check a YAML codebook; any problem is a :class:`ConfigError` naming file, line and column."""
     data, positions = _read_yaml(path, "codebook")
-    origin = Origin(str(path), positions)
     if not isinstance(data, dict):
         raise ConfigError(
             f"{path}:1:1: a codebook is a YAML mapping with name, title, traits, absent and questions; "
             f"{_FORMAT_HINT}"
         )
+    includes: tuple[Path, ...] = ()
     if isinstance(data.get("persona_traits"), str):
-        data = {**data, "persona_traits": read_trait_file(trait_file(path, data["persona_traits"]))}
+        includes = (path.parent / Path(data["persona_traits"]).expanduser(),)
+        data = {**data, "persona_traits": read_trait_file(includes[0])}
+    origin = Origin(str(path), positions, includes)
     try:
         codebook = Codebook.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc, origin)) from exc
     codebook._origin = origin
     return codebook
-
-
-def trait_file(codebook: Path, entry: str) -> Path:
-    """The shared trait file a codebook's ``persona_traits:`` names, relative to the codebook's folder."""
-    return codebook.parent / Path(entry).expanduser()
 
 
 def read_trait_file(path: Path) -> dict[str, TraitDeclaration]:

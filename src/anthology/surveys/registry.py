@@ -11,7 +11,7 @@ import pandas as pd
 from anthology.errors import ConfigError
 from anthology.hashing import update_with_file
 from anthology.surveys.builtin import BUILTINS
-from anthology.surveys.codebook import Codebook, parse_yaml, read_codebook, trait_file
+from anthology.surveys.codebook import Codebook, read_codebook
 from anthology.surveys.coding import code_respondents
 from anthology.surveys.datafiles import Table, frame_table, read_table
 from anthology.surveys.schema import Survey
@@ -85,16 +85,10 @@ def survey_content_hash(name_or_path: str | Path, data: str | Path | None = None
         digest.update(pd.util.hash_pandas_object(builtin.load(), index=True).values.tobytes())
         return digest.hexdigest()
     codebook = read_codebook(path)
-    if codebook.persona_traits and isinstance(traits := _raw_entry(path, "persona_traits"), str):
-        update_with_file(digest, trait_file(path, traits))
+    for included in codebook.origin.includes:
+        update_with_file(digest, included)
     if data is None:
         data = path.parent / codebook.data if codebook.data is not None else None
     if data is not None and Path(data).expanduser().is_file():
         update_with_file(digest, Path(data).expanduser())
     return digest.hexdigest()
-
-
-def _raw_entry(path: Path, key: str) -> object:
-    """A top-level entry of a codebook as its YAML gives it (a shared trait file's path, say)."""
-    data, _ = parse_yaml(path.read_text(encoding="utf-8"), str(path))
-    return data.get(key) if isinstance(data, dict) else None
