@@ -34,22 +34,19 @@ from anthology.models.base import (
     Capabilities,
     GenerateRequest,
     GenerateResult,
-    Prompt,
     Sample,
     ScoreRequest,
     ScoreResult,
     check_requests,
     sample_seed,
-    split_context_space,
 )
 from anthology.models.decoding import StopStrings, cut_at_stop, sample_tokens
 from anthology.models.file_hashes import content_revision
 from anthology.models.hf_packing import lay_out, score_packs
+from anthology.models.tokens import PromptEncoder
 
-_TAIL_CHARS = 32  # context characters re-tokenised with an option to find the boundary tokens
 _DECODING = ("auto", "eager", "static", "compiled")
 _STATIC_MIN_TOKENS = 64  # auto decoding compiles only generations at least this long
-_OPTION_MEMO = 65_536  # (context tail, options) pairs whose option tokens are remembered
 
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -166,7 +163,6 @@ class HFModel:
             raise ConfigError(f"unknown decoding {decoding!r}: use {', '.join(_DECODING)}")
         self.decoding = decoding
         self._stop_marks: dict[tuple[str, ...], torch.Tensor] = {}
-        self._option_memo: dict[tuple[str, tuple[str, ...]], list[list[int]]] = {}
         self.share_prefix = share_prefix
         self.min_shared_prefix = min_shared_prefix
         on_gpu = self.device.type == "cuda"
@@ -178,6 +174,7 @@ class HFModel:
             revision = _loaded_revision(source, revision, gguf_file)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self.tokenizer = tokenizer
+        self._encoder = PromptEncoder(tokenizer)
         # transformers renamed the forward argument past_key_values to cache (5.2x); accept both.
         params = inspect.signature(self.model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
@@ -220,7 +217,7 @@ class HFModel:
 
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
         check_requests(self, "generate", requests)
-        prompts = self._encode_texts([self._render(r.prompt) for r in requests])
+        prompts = self._encoder.prompts([r.prompt for r in requests])
         if not all(prompts):
             raise BackendError("empty prompt: give the model some text to continue")
         self._check_fits(max(map(len, prompts), default=0) + 1, "generation")
@@ -253,7 +250,7 @@ class HFModel:
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         check_requests(self, "score", requests)
-        encoded = self._encode_options(requests)
+        encoded = self._encoder.score_requests(requests)
         # Every request is checked before any is scored: a position past the model's context would
         # give made-up log-probabilities, not an error.
         self._check_fits(
@@ -310,72 +307,6 @@ class HFModel:
                 "use shorter backstories (backstories.max_tokens), ask.context: independent, "
                 "or a model with a longer context"
             )
-
-    # -- tokenisation -----------------------------------------------------------------------------
-
-    def _render(self, prompt: Prompt) -> tuple[str, bool]:
-        """Prompt text, and whether the tokenizer should add its special tokens (BOS)."""
-        if isinstance(prompt, str):
-            return prompt, True
-        text = self.tokenizer.apply_chat_template(
-            [dict(m) for m in prompt], tokenize=False, add_generation_prompt=True
-        )
-        return text, False
-
-    def _encode_options(self, requests: Sequence[ScoreRequest]) -> list[tuple[list[int], list[list[int]]]]:
-        """Each request's context tokens and its options' continuation tokens.
-
-        Contexts are tokenised in one batch call. Only the context's tail is tokenised together with
-        each option (tokens can merge across the boundary, and re-tokenising a 2,000-token backstory
-        per option would dominate the cost); a tail and its options recur across personas (the end of
-        the same question), so their tokens are remembered.
-        """
-        rendered = []
-        for r in requests:
-            text, special = self._render(r.context)
-            options = r.options
-            if isinstance(r.context, str):
-                text, options = split_context_space(text, options)
-            rendered.append((text, special, tuple(options)))
-        contexts = self._encode_texts([(text, special) for text, special, _ in rendered])
-        return [
-            (ctx_ids, self._option_tokens(text[-_TAIL_CHARS:], options))
-            for ctx_ids, (text, _, options) in zip(contexts, rendered, strict=True)
-        ]
-
-    def _encode_texts(self, texts: list[tuple[str, bool]]) -> list[list[int]]:
-        """Token ids of (text, add special tokens) pairs, one tokenizer call per flag."""
-        out: list[list[int]] = [[] for _ in texts]
-        for special in (True, False):
-            which = [i for i, (_, s) in enumerate(texts) if s == special]
-            if which:
-                encoded = self.tokenizer([texts[i][0] for i in which], add_special_tokens=special)[
-                    "input_ids"
-                ]
-                for i, ids in zip(which, encoded, strict=True):
-                    out[i] = list(ids)
-        return out
-
-    def _option_tokens(self, tail: str, options: tuple[str, ...]) -> list[list[int]]:
-        key = (tail, options)
-        conts = self._option_memo.get(key)
-        if conts is not None:
-            return conts
-        tail_ids = self.tokenizer(tail, add_special_tokens=False)["input_ids"]
-        joint = self.tokenizer([tail + option for option in options], add_special_tokens=False)["input_ids"]
-        conts = []
-        for option, ids in zip(options, joint, strict=True):
-            if ids[: len(tail_ids)] == tail_ids and len(ids) > len(tail_ids):
-                cont = list(ids[len(tail_ids) :])
-            else:
-                cont = list(self.tokenizer(option, add_special_tokens=False)["input_ids"])
-            if not cont:
-                raise BackendError(f"option {option!r} encodes to no tokens")
-            conts.append(cont)
-        if len(self._option_memo) >= _OPTION_MEMO:
-            self._option_memo.clear()
-        self._option_memo[key] = conts
-        return conts
 
     # -- batching ------------------------------------------------------------------------------
 
