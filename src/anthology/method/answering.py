@@ -14,11 +14,13 @@ Each question is put after the panel member's context as the paper's block::
 (in chat, the block is a new user turn after the system prompt and the stored conversation).
 
 * ``context="sequential"`` (the paper): the member's answer is appended (completion: `` (B) About right``
-  after ``Answer:``; chat: an assistant turn) before the next question. Question k is asked of every
-  member in one batch, then question k+1, so the model sees one batch per question (per resampling round).
-  Members answer in blocks of whole members (about :data:`BLOCK_REQUESTS` prompts each), so that a large
-  panel never holds all its prompts at once; a panel of up to ``BLOCK_REQUESTS // questions`` members is
-  one block.
+  after ``Answer:``; chat: an assistant turn) before the next question. Members go through the
+  questionnaire in cohorts of as many as the model keeps conversations of between calls
+  (:func:`_cohort`): question k is asked of every member of a cohort in one batch (per resampling
+  round), then question k+1. Each prompt extends the member's previous one, so a backend with a prefix
+  cache (the transformers backend, vLLM, a vLLM or SGLang server) computes only the new answer and
+  question block. Members answer in blocks of whole members (about :data:`BLOCK_REQUESTS` prompts
+  each), so that a large panel never holds all its prompts at once.
 * ``context="independent"``: every question sees only the member's own context, so all of a member's
   questions share that prefix; they are sent in one batch.
 * ``mode="sample"`` (the paper): one answer per question at temperature 1.0, parsed by option letter or
@@ -75,6 +77,9 @@ DISTRIBUTION_COLUMNS = ("method", "question_id", "position", "option", "probabil
 #: About how many prompts are built and answered at a time (whole members: all their questions), or
 #: four of the model's cache chunks where that is more (Ray: 512 per worker).
 BLOCK_REQUESTS = 16_384
+#: Members answering turn by turn together in sequential mode when the model does not say how many
+#: conversations it keeps (see :func:`_cohort`).
+COHORT = 64
 
 
 @dataclass
@@ -171,15 +176,32 @@ def _ask_block(
         pairs = list(zip(jobs, _answer(model, jobs, config), strict=True))
     else:
         pairs = []
-        for k in range(len(questionnaire)):
-            jobs = [_job(m, questionnaire[m.order[k]], k, seed, config) for m in members]
-            for job, reply in zip(jobs, _answer(model, jobs, config), strict=True):
-                if reply.said is not None:  # an unanswered question is left out of the context
-                    job.member.context = _with_answer(job.prompt, reply.said)
-                pairs.append((job, reply))
+        size = _cohort(model, members, questionnaire)
+        for start in range(0, len(members), size):
+            cohort = members[start : start + size]
+            for k in range(len(questionnaire)):
+                jobs = [_job(m, questionnaire[m.order[k]], k, seed, config) for m in cohort]
+                for job, reply in zip(jobs, _answer(model, jobs, config), strict=True):
+                    if reply.said is not None:  # an unanswered question is left out of the context
+                        job.member.context = _with_answer(job.prompt, reply.said)
+                    pairs.append((job, reply))
     rank = {id(m): i for i, m in enumerate(members)}
     pairs.sort(key=lambda p: (rank[id(p[0].member)], column[p[0].question.id]))
     return _answers_frame([_row(job, reply) for job, reply in pairs])
+
+
+def _cohort(model: LanguageModel, members: list[_Member], questionnaire: Questionnaire) -> int:
+    """How many members answer turn by turn together in sequential mode: as many whole conversations
+    as the model keeps between calls (``conversation_tokens``; about 3 characters a token), so that
+    each member's next question starts from its cached conversation; :data:`COHORT` where the model
+    does not say (a server's prefix cache then still holds a member's last turn when the next
+    comes)."""
+    tokens = getattr(model, "conversation_tokens", None)
+    if not tokens or not members:
+        return COHORT
+    blocks = sum(len(q.wording) + sum(map(len, q.labels)) + 200 for q in questionnaire.questions)
+    chars = max(len(str(m.context)) for m in members) + blocks
+    return max(1, tokens // max(1, chars // 3))
 
 
 def _answers_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:

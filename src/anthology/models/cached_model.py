@@ -187,6 +187,11 @@ class CachedModel:
     def capabilities(self) -> Capabilities:
         return self.model.capabilities
 
+    @property
+    def conversation_tokens(self) -> int | None:
+        """The wrapped model's (see :attr:`anthology.models.hf.HFModel.conversation_tokens`)."""
+        return getattr(self.model, "conversation_tokens", None)
+
     def close(self) -> None:
         self.model.close()
 

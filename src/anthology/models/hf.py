@@ -43,6 +43,7 @@ from anthology.models.base import (
 from anthology.models.decoding import StopStrings, cut_at_stop, sample_tokens
 from anthology.models.file_hashes import content_revision
 from anthology.models.hf_packing import lay_out, score_packs
+from anthology.models.hf_prefix import MIN_REUSE, PrefixCache, past_batch, returned_cache, row_layers
 from anthology.models.tokens import PromptEncoder
 
 _DECODING = ("auto", "eager", "static", "compiled")
@@ -154,6 +155,7 @@ class HFModel:
         share_prefix: bool = True,
         min_shared_prefix: int = 16,
         decoding: str = "auto",
+        prefix_cache: float | None = None,
         model: Any = None,
         tokenizer: Any = None,
     ) -> None:
@@ -183,6 +185,7 @@ class HFModel:
         # enough that the attention over masked-out pairs stays small next to the matmuls.
         self._pack_tokens = 8192 if on_gpu else 2048
         self._eos_ids = _eos_ids(model, tokenizer)
+        self._prefix = self._prefix_cache(prefix_cache)
         self._identity = {
             "backend": "hf",
             "model": name or source,
@@ -212,6 +215,7 @@ class HFModel:
 
     def close(self) -> None:
         self.model = None
+        self._prefix = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
@@ -287,7 +291,16 @@ class HFModel:
         )
         logprobs: list[dict[tuple[int, int], float]] = [{} for _ in row_tokens]
         for batch in self._batches(packs, lambda pack: pack.length, self.batch_tokens):
-            score_packs(self.model, batch, row_tokens, needs, logprobs, pad_id=self._pad_id)
+            score_packs(
+                self.model,
+                batch,
+                row_tokens,
+                needs,
+                logprobs,
+                pad_id=self._pad_id,
+                prefix=self._prefix,
+                cache_kw=self._cache_kw,
+            )
         results = []
         for ctx_ids, per_option in zip(contexts, targets, strict=True):
             lps = []
@@ -310,20 +323,40 @@ class HFModel:
 
     # -- batching ------------------------------------------------------------------------------
 
-    def _kv_token_budget(self) -> int:
-        """Tokens of KV cache a generation batch may hold: decoding is memory-bound, so batches are
-        as wide as memory allows (half the free GPU memory, or 4 GiB on the CPU)."""
+    def _kv_bytes_per_token(self) -> int:
         config = self.model.config
         layers = getattr(config, "num_hidden_layers", 1)
         heads = getattr(config, "num_key_value_heads", None) or getattr(config, "num_attention_heads", 1)
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        per_token = 2 * layers * heads * head_dim * torch.finfo(self.dtype).bits // 8
+        return 2 * layers * heads * head_dim * torch.finfo(self.dtype).bits // 8
+
+    def _kv_token_budget(self) -> int:
+        """Tokens of KV cache a generation batch may hold: decoding is memory-bound, so batches are
+        as wide as memory allows (half the free GPU memory, or 4 GiB on the CPU)."""
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
             memory = free // 2
         else:
             memory = 4 << 30
-        return max(1, memory // per_token)
+        return max(1, memory // self._kv_bytes_per_token())
+
+    def _prefix_cache(self, gib: float | None) -> PrefixCache | None:
+        """The cache of recent prompts' keys and values (``gib`` GiB; default a quarter of the free
+        GPU memory, or 2 GiB on the CPU; 0 turns it off)."""
+        if gib is None:
+            memory = torch.cuda.mem_get_info(self.device)[0] // 4 if self.device.type == "cuda" else 2 << 30
+        elif gib < 0:
+            raise ConfigError(f"prefix_cache must be a number of GiB >= 0 (0: off), got {gib}")
+        else:
+            memory = int(gib * (1 << 30))
+        tokens = memory // self._kv_bytes_per_token()
+        return PrefixCache(tokens) if tokens >= MIN_REUSE else None
+
+    @property
+    def conversation_tokens(self) -> int | None:
+        """How many tokens of earlier prompts this model keeps between calls (its prefix cache), so
+        that callers asking many conversations turn by turn can take as many at a time as fit."""
+        return self._prefix.budget if self._prefix is not None else None
 
     def _batches(self, items: list[Any], cost, budget: int) -> list[list[Any]]:
         """Split items (already sorted longest first) into batches of at most ``batch_size`` rows and
@@ -427,24 +460,34 @@ class HFModel:
         dev = self.device
         unique = sorted({row.prompt for row in rows})
         slot = {p: s for s, p in enumerate(unique)}
-        width = max(len(prompts[p]) for p in unique)
+        tokens = [prompts[p] for p in unique]
+        cache, cached = self._past(tokens)
+        # Every row's new tokens end in the same column and its cached ones come right before them:
+        # the row is contiguous, as if left-padded and prefilled whole.
+        width = max(len(t) - c for t, c in zip(tokens, cached, strict=True))
+        past = max(cached, default=0)
         ids = torch.full((len(unique), width), self._pad_id, dtype=torch.long)
-        mask = torch.zeros((len(unique), width), dtype=torch.long)
-        for s, p in enumerate(unique):
-            toks = prompts[p]
-            ids[s, width - len(toks) :] = torch.tensor(toks)
-            mask[s, width - len(toks) :] = 1
+        mask = torch.zeros((len(unique), past + width), dtype=torch.long)
+        for s, (toks, c) in enumerate(zip(tokens, cached, strict=True)):
+            ids[s, width - (len(toks) - c) :] = torch.tensor(toks[c:])
+            mask[s, past + width - len(toks) :] = 1
         ids, mask = ids.to(dev), mask.to(dev)
         positions = (mask.cumsum(-1) - 1).clamp_min(0)
         out = self.model(
             input_ids=ids,
             attention_mask=mask,
-            position_ids=positions,
+            position_ids=positions[:, past:],
             use_cache=True,
             logits_to_keep=1,
+            **{self._cache_kw: cache},
         )
+        cache = returned_cache(out)
+        if self._prefix is not None:
+            for s, toks in enumerate(tokens):
+                self._prefix.put(
+                    toks, row_layers(cache, s, torch.arange(past + width - len(toks), past + width))
+                )
         pick = torch.tensor([slot[row.prompt] for row in rows], device=dev)
-        cache = _kv_cache(out)
         cache.batch_select_indices(pick)
         logits = out.logits[:, -1, :].float()[pick]
         mask = mask[pick]
@@ -489,15 +532,30 @@ class HFModel:
                 use_cache=True,
                 **{self._cache_kw: cache},
             )
-            cache = _kv_cache(out)
+            cache = returned_cache(out)
             logits = out.logits[:, -1, :].float()
             next_pos = next_pos + 1
         return list(zip(generated, finish, strict=True))
 
+    def _past(self, tokens: list[list[int]]) -> tuple[Any, list[int]]:
+        """The cache a batch of prompts starts from, and how many of each prompt's tokens it holds:
+        each prompt's longest cached prefix, shortened so that every row has as many new tokens as
+        the row with the most (at least the last token is computed, for its logits). Without a
+        prefix cache or a hit, an empty cache whose layers all keep every token, so that the keys
+        and values can be stored afterwards."""
+        from transformers import DynamicCache
 
-def _kv_cache(out: Any) -> Any:
-    cache = getattr(out, "cache", None)
-    return cache if cache is not None else out.past_key_values
+        if self._prefix is None:
+            return None, [0] * len(tokens)
+        hits = [self._prefix.longest(t, len(t) - 1) for t in tokens]
+        width = max(len(t) - (hit.length if hit else 0) for t, hit in zip(tokens, hits, strict=True))
+        cached = [
+            len(t) - width if hit and len(t) - width >= MIN_REUSE else 0
+            for t, hit in zip(tokens, hits, strict=True)
+        ]
+        if not any(cached):
+            return DynamicCache(), cached
+        return past_batch(hits, cached)
 
 
 def _pad_id(tokenizer: Any) -> int:

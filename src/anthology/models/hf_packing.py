@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from anthology.models.hf_prefix import PrefixCache, past_batch, returned_cache, row_layers
+
 Rows = list[tuple[int, ...]]
 Needs = list[dict[int, list[int]]]  # per row: position -> tokens whose log-probs are needed there
 Found = list[dict[tuple[int, int], float]]  # per row: (position, token) -> log-prob
@@ -179,19 +181,29 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return i
 
 
-def attention_mask(config: Any, positions: torch.Tensor, allowed: torch.Tensor, dtype: torch.dtype) -> Any:
+def attention_mask(
+    config: Any,
+    positions: torch.Tensor,
+    allowed: torch.Tensor,
+    dtype: torch.dtype,
+    *,
+    key_positions: torch.Tensor | None = None,
+) -> Any:
     """The attention mask of packed sequences, [batch, 1, query, key], from ``allowed`` [batch,
     query, key] (each token sees its own row's tokens up to itself; padding only itself), for a model
     of ``config`` computing in ``dtype``. Models with sliding-window layers get one mask per layer
-    type, the window measured in position ids."""
+    type, the window measured in position ids (``key_positions``: the keys', when the keys include
+    cached ones before the queries)."""
+    keys = positions if key_positions is None else key_positions
+    distance = positions[:, :, None] - keys[:, None, :]
     attention = getattr(config, "_attn_implementation", "sdpa")
     window = getattr(config, "sliding_window", None)
     types = set(getattr(config, "layer_types", None) or [])
     if "sliding_attention" not in types:
         if window and not types:  # Mistral-style: one window for every layer
-            allowed &= positions[:, :, None] - positions[:, None, :] < window
+            allowed &= distance < window
         return _as_mask(allowed, attention, dtype)
-    sliding = allowed & (positions[:, :, None] - positions[:, None, :] < window)
+    sliding = allowed & (distance < window)
     return {t: _as_mask(sliding if t == "sliding_attention" else allowed, attention, dtype) for t in types}
 
 
@@ -207,39 +219,100 @@ def _as_mask(allowed: torch.Tensor, attention: str, dtype: torch.dtype) -> torch
 
 @torch.inference_mode()
 def score_packs(
-    model: Any, batch: list[Pack], rows: Rows, needs: Needs, found: Found, *, pad_id: int
+    model: Any,
+    batch: list[Pack],
+    rows: Rows,
+    needs: Needs,
+    found: Found,
+    *,
+    pad_id: int,
+    prefix: PrefixCache | None = None,
+    cache_kw: str = "past_key_values",
 ) -> None:
     """One forward pass of ``model`` over a batch of packs; the needed log-probs of each member go
-    into ``found``."""
+    into ``found``. With a ``prefix`` cache, each pack's stem (the tokens before its first needed
+    position: its shared prefix, or a lone row's context) starts from the longest cached prefix of
+    it, and is cached afterwards for the prompts that extend it (the next question of a member)."""
     columns = pack_columns(batch, rows, needs, pad_id)
     dev = model.device
-    ids = torch.from_numpy(columns.ids).to(dev)
-    positions = torch.from_numpy(columns.positions).to(dev)
-    bi = torch.tensor([c[0] for c in columns.coords], device=dev)
-    ci = torch.tensor([c[1] for c in columns.coords], device=dev)
-    allowed = torch.from_numpy(ancestors(columns.parents)).to(dev)
-    mask = attention_mask(model.config, positions, allowed, model.dtype)
-    logits = logits_at(model, ids, positions, mask, bi, ci)
+    stems = [pack.prefix_len or min(needs[pack.members[0]]) for pack in batch]
+    hits = (
+        [prefix.longest(rows[p.members[0]], n) for p, n in zip(batch, stems, strict=True)] if prefix else []
+    )
+    skip = [hit.length if hit else 0 for hit in hits] or [0] * len(batch)
+    lengths = [pack.length - k for pack, k in zip(batch, skip, strict=True)]
+    ids, positions, parents, coords = _skip_columns(columns, [p.length for p in batch], skip, pad_id)
+    bi = torch.tensor([c[0] for c in coords], device=dev)
+    ci = torch.tensor([c[1] for c in coords], device=dev)
+    queries = torch.from_numpy(positions).to(dev)
+    allowed = torch.from_numpy(ancestors(parents)).to(dev)
+    keys, past, width = queries, None, max(skip)
+    if prefix is not None:
+        from transformers import DynamicCache
+
+        past = past_batch(hits, skip)[0] if width else DynamicCache()
+        seen = torch.zeros((len(batch), queries.shape[1], width), dtype=torch.bool, device=dev)
+        before = torch.zeros((len(batch), width), dtype=torch.long, device=dev)
+        for b, (k, n) in enumerate(zip(skip, lengths, strict=True)):
+            seen[b, :n, width - k :] = True  # every token of a pack sees its cached stem
+            before[b, width - k :] = torch.arange(k, device=dev)
+        allowed = torch.cat([seen, allowed], dim=2)
+        keys = torch.cat([before, queries], dim=1)
+    mask = attention_mask(model.config, queries, allowed, model.dtype, key_positions=keys)
+    logits, cache = logits_at(model, torch.from_numpy(ids).to(dev), queries, mask, bi, ci, past, cache_kw)
     logprobs = torch.log_softmax(logits.float(), dim=-1)
-    for k, (_, _, i, pos) in enumerate(columns.coords):
+    for k, (_, _, i, pos) in enumerate(coords):
         for token in needs[i][pos]:
             found[i][(pos, token)] = float(logprobs[k, token])
+    if prefix is not None:
+        for b, (pack, n) in enumerate(zip(batch, stems, strict=True)):
+            kept = torch.cat([torch.arange(width - skip[b], width), width + torch.arange(n - skip[b])])
+            prefix.put(rows[pack.members[0]][:n], row_layers(cache, b, kept.to(dev)))
+
+
+def _skip_columns(
+    columns: Columns, lengths: list[int], skip: list[int], pad_id: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[int, int, int, int]]]:
+    """The columns of each pack after its first ``skip`` (a chain of its stem's first tokens, taken
+    from the cache), shifted to the left; a parent among the skipped columns becomes -1."""
+    if not any(skip):
+        return columns.ids, columns.positions, columns.parents, columns.coords
+    width = max(n - k for n, k in zip(lengths, skip, strict=True))
+    batch = len(lengths)
+    ids = np.full((batch, width), pad_id, dtype=np.int64)
+    positions = np.zeros((batch, width), dtype=np.int64)
+    parents = np.full((batch, width), -1, dtype=np.int64)
+    for b, (n, k) in enumerate(zip(lengths, skip, strict=True)):
+        ids[b, : n - k] = columns.ids[b, k:n]
+        positions[b, : n - k] = columns.positions[b, k:n]
+        shifted = columns.parents[b, k:n] - k
+        parents[b, : n - k] = np.where(shifted >= 0, shifted, -1)
+    coords = [(b, c - skip[b], i, pos) for b, c, i, pos in columns.coords]
+    return ids, positions, parents, coords
 
 
 def logits_at(
-    model: Any, ids: torch.Tensor, positions: torch.Tensor, mask: Any, bi: torch.Tensor, ci: torch.Tensor
-) -> torch.Tensor:
-    """The model's logits at the columns (bi, ci) only: the hidden states are gathered just
-    before the output layer (a pre-hook on it), so the vocabulary projection and whatever the
-    model does to its logits afterwards (soft-capping, scaling) run on the needed positions."""
+    model: Any,
+    ids: torch.Tensor,
+    positions: torch.Tensor,
+    mask: Any,
+    bi: torch.Tensor,
+    ci: torch.Tensor,
+    past: Any = None,
+    cache_kw: str = "past_key_values",
+) -> tuple[torch.Tensor, Any]:
+    """The model's logits at the columns (bi, ci) only, and the cache when ``past`` is given (the
+    keys and values of the past, then of ``ids``): the hidden states are gathered just before the
+    output layer (a pre-hook on it), so the vocabulary projection and whatever the model does to its
+    logits afterwards (soft-capping, scaling) run on the needed positions."""
     head = model.get_output_embeddings()
     handle = head.register_forward_pre_hook(lambda module, args: (args[0][bi, ci],))
+    cached = {"use_cache": True, cache_kw: past} if past is not None else {"use_cache": False}
     try:
-        out = model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False, logits_to_keep=0
-        )
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=0, **cached)
     finally:
         handle.remove()
+    cache = returned_cache(out) if past is not None else None
     if out.logits.dim() == 3:  # the output layer was not called as a module: full logits came back
-        return out.logits[bi, ci]
-    return out.logits
+        return out.logits[bi, ci], cache
+    return out.logits, cache

@@ -25,7 +25,16 @@ from anthology.models.presets import PRESETS, materialize
 from anthology.redact import redact
 
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
-_LOCAL_OPTIONS = {"device", "dtype", "batch_size", "batch_tokens", "share_prefix", "decoding", "revision"}
+_LOCAL_OPTIONS = {
+    "device",
+    "dtype",
+    "batch_size",
+    "batch_tokens",
+    "share_prefix",
+    "decoding",
+    "revision",
+    "prefix_cache",
+}
 _HTTP_OPTIONS = {
     "base_url",
     "api_key_env",
