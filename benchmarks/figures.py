@@ -10,7 +10,8 @@ from dataclasses import dataclass
 class Figure:
     """One measured figure. A section's first figure is the project's way; a later figure that is a
     naive way carries ``ratio``, how many times faster the project's way is than it (measured in the
-    same run, per the same unit of work); ``target`` is the issue's minimum for that ratio."""
+    same run, per the same unit of work); ``target`` is the issue's minimum for that ratio, ``most`` its
+    maximum where the figure is the project's slower way that must stay close (the paper's mode)."""
 
     section: str
     what: str
@@ -18,12 +19,15 @@ class Figure:
     unit: str
     ratio: float | None = None
     target: float | None = None
+    most: float | None = None
     utilisation: str = ""
     note: str = ""
 
     @property
     def met(self) -> bool | None:
         """Whether the target is met; ``None`` without a target."""
+        if self.most is not None:
+            return self.ratio is not None and self.ratio <= self.most
         if self.target is None:
             return None
         return self.ratio is not None and self.ratio >= self.target
@@ -32,7 +36,8 @@ class Figure:
     def verdict(self) -> str:
         if self.met is None:
             return ""
-        return f">= {self.target:g}x {'met' if self.met else 'NOT MET'}"
+        bound = f"<= {self.most:g}x" if self.most is not None else f">= {self.target:g}x"
+        return f"{bound} {'met' if self.met else 'NOT MET'}"
 
 
 def format_table(figures: list[Figure]) -> str:

@@ -184,3 +184,19 @@ def test_sequential_members_go_through_the_questionnaire_in_cohorts_that_fit_the
     answers, _ = ask(small, panel, questionnaire)
     assert [sorted(b) for b in small.batches] == [["husband", "sister"]] * 2 + [["father", "friends"]] * 2
     pd.testing.assert_frame_equal(answers, ask(by_default, panel, questionnaire)[0])
+
+
+def test_the_prefix_cache_setting_reaches_the_local_backend(tiny_parts, tmp_path):
+    from anthology.cli.common import open_model
+    from anthology.config import ExecutorSettings, ModelSettings
+
+    model, tokenizer = tiny_parts
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    sizes = {}
+    for gib in (None, 0.001, 0):
+        settings = ModelSettings(name=str(tmp_path), device="cpu", dtype="float32", prefix_cache=gib)
+        opened, _ = open_model(settings, ExecutorSettings(), cache_path=None, no_cache=True)
+        sizes[gib] = opened.conversation_tokens
+    # 2 layers x 2 heads x 16 dims x keys and values x 4 bytes: 512 bytes a token
+    assert sizes == {None: (2 << 30) // 512, 0.001: int(0.001 * (1 << 30)) // 512, 0: None}

@@ -75,6 +75,12 @@ class ModelSettings(Settings):
         None, description="Generation loop for local models (auto: a compiled static cache on a GPU)."
     )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of hf:ORG/NAME.")
+    prefix_cache: float | None = Field(
+        None,
+        ge=0,
+        le=65_536,
+        description="GiB of recent prompts' KV kept by a local model between calls (0: off).",
+    )
 
     @field_validator("device")
     @classmethod

@@ -107,6 +107,7 @@ def open_model(
             "dtype": model.dtype,
             "decoding": model.decoding,
             "revision": model.revision,
+            "prefix_cache": model.prefix_cache,
         }
     chunking: dict[str, int] = {}
     if executor.kind == "ray":

@@ -12,6 +12,9 @@
   from the last context token on; an option's row that is a prefix of another option's row is read
   off the longer one. Rows that share a token prefix (one backstory, many questions) are scored in
   packed sequences, the prefix once (``hf_packing.py``).
+* The keys and values of recent prompts are kept between calls (``hf_prefix.py``, ``prefix_cache``
+  GiB): a prompt that extends an earlier one, as each question of the paper's sequential answering
+  extends the member's previous one, computes only its new tokens, in generation and in scoring.
 
 This module imports torch; nothing outside ``anthology.models`` imports it.
 """
@@ -134,7 +137,8 @@ class HFModel:
     ``gguf_file`` names a GGUF file inside that folder. ``decoding`` is ``auto`` (compiled
     static-cache decoding on a GPU for long generations from short prompts, the eager loop
     otherwise), ``eager``, ``static`` (static cache, eager step) or ``compiled`` (static cache,
-    compiled step, on any device).
+    compiled step, on any device). ``prefix_cache`` is the GiB of recent prompts' keys and values kept
+    between calls (default a quarter of the free GPU memory, 2 GiB on the CPU; 0 turns it off).
 
     ``identity`` (the response cache's key) names the model, its revision (see
     :func:`_loaded_revision`: a local folder's content hash, a hub model's commit, or the ``revision``
