@@ -8,6 +8,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from conftest import tiny_hf  # noqa: E402
+
 from anthology.errors import CapabilityError  # noqa: E402
 from anthology.models.base import GenerateRequest, ScoreRequest  # noqa: E402
 
@@ -55,7 +57,8 @@ def _count_tokens(model) -> list[int]:
     return seen
 
 
-def test_shared_prefix_scores_equal_full_prompt_scores(tiny_model, tiny_parts):
+def test_shared_prefix_scores_equal_full_prompt_scores(tiny_parts):
+    tiny_model = tiny_hf(tiny_parts, prefix_cache=0)  # the second pass must not start from the first's KV
     requests = _requests()
     tokens = _count_tokens(tiny_model.model)
     shared = tiny_model.score(requests)
