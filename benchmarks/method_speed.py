@@ -45,9 +45,7 @@ def answering(model, stories: list[str], args: SimpleNamespace) -> list[Figure]:
         frame: pd.DataFrame, config: AskConfig, share: bool = True, reuse: bool = True
     ) -> tuple[float, pd.DataFrame]:
         model.share_prefix = share
-        kept, model._prefix = model._prefix, model._prefix if reuse else None
-        if kept is not None:
-            kept.clear()  # every figure starts from a cold cache
+        kept, model._prefix = model._prefix, model._prefix_cache(2) if reuse else None
         (answers, _), seconds = timed(lambda: ask(model, frame, questionnaire, config=config), device)
         model.share_prefix, model._prefix = True, kept
         return seconds / len(answers), answers

@@ -64,7 +64,7 @@ def _both_ways(make, mode: str, members: int = 3, questions: int = 6):
     questionnaire = _first(questionnaire, questions)
     config = AskConfig(context="sequential", mode=mode, max_attempts=3, max_tokens=12)
     runs = {}
-    for label, options in (("re-prefilled", {"prefix_cache": 0}), ("kv reused", {})):
+    for label, options in (("re-prefilled", {}), ("kv reused", {"prefix_cache": 1})):
         model = make(**options)
         counted = _computed_tokens(model.model)
         answers, _ = ask(model, _panel(members), questionnaire, seed=3, config=config)
@@ -122,7 +122,7 @@ def test_kv_reuse_on_the_bundled_model():
 
 def test_resampling_starts_from_the_cached_prompt(tiny_parts):
     """A non-compliant answer's next sample computes the prompt's last token only."""
-    model = tiny_hf(tiny_parts)
+    model = tiny_hf(tiny_parts, prefix_cache=1)
     counted = _computed_tokens(model.model)
     request = GenerateRequest(STORY.format(who="dog"), max_tokens=4, seed=1)
     [first] = model.generate([request])
@@ -194,9 +194,9 @@ def test_the_prefix_cache_setting_reaches_the_local_backend(tiny_parts, tmp_path
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     sizes = {}
-    for gib in (None, 0.001, 0):
+    for gib in (None, 2, 0.001, 0):
         settings = ModelSettings(name=str(tmp_path), device="cpu", dtype="float32", prefix_cache=gib)
         opened, _ = open_model(settings, ExecutorSettings(), cache_path=None, no_cache=True)
         sizes[gib] = opened.conversation_tokens
     # 2 layers x 2 heads x 16 dims x keys and values x 4 bytes: 512 bytes a token
-    assert sizes == {None: (2 << 30) // 512, 0.001: int(0.001 * (1 << 30)) // 512, 0: None}
+    assert sizes == {None: None, 2: (2 << 30) // 512, 0.001: int(0.001 * (1 << 30)) // 512, 0: None}

@@ -79,7 +79,7 @@ class ModelSettings(Settings):
         None,
         ge=0,
         le=65_536,
-        description="GiB of recent prompts' KV kept by a local model between calls (0: off).",
+        description="GiB of recent prompts' KV a local model keeps between calls (default 0: off).",
     )
 
     @field_validator("device")

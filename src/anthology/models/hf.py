@@ -138,7 +138,7 @@ class HFModel:
     static-cache decoding on a GPU for long generations from short prompts, the eager loop
     otherwise), ``eager``, ``static`` (static cache, eager step) or ``compiled`` (static cache,
     compiled step, on any device). ``prefix_cache`` is the GiB of recent prompts' keys and values kept
-    between calls (default a quarter of the free GPU memory, 2 GiB on the CPU; 0 turns it off).
+    between calls (0, the default, is off; see :meth:`_prefix_cache`).
 
     ``identity`` (the response cache's key) names the model, its revision (see
     :func:`_loaded_revision`: a local folder's content hash, a hub model's commit, or the ``revision``
@@ -159,7 +159,7 @@ class HFModel:
         share_prefix: bool = True,
         min_shared_prefix: int = 16,
         decoding: str = "auto",
-        prefix_cache: float | None = None,
+        prefix_cache: float = 0,
         model: Any = None,
         tokenizer: Any = None,
     ) -> None:
@@ -344,12 +344,11 @@ class HFModel:
             memory = 4 << 30
         return max(1, memory // self._kv_bytes_per_token())
 
-    def _prefix_cache(self, gib: float | None) -> PrefixCache | None:
-        """The cache of recent prompts' keys and values (``gib`` GiB; default a quarter of the free
-        GPU memory, or 2 GiB on the CPU; 0 turns it off)."""
-        if gib is None:
-            memory = torch.cuda.mem_get_info(self.device)[0] // 4 if self.device.type == "cuda" else 2 << 30
-        elif gib < 0:
+    def _prefix_cache(self, gib: float) -> PrefixCache | None:
+        """The cache of recent prompts' keys and values (``gib`` GiB; 0, the default, is off: a
+        prompt computed from a cached prefix differs in the last bits from one computed whole, so
+        with it on a resumed run is equal to an uninterrupted one within 1e-5, not byte for byte)."""
+        if gib < 0:
             raise ConfigError(f"prefix_cache must be a number of GiB >= 0 (0: off), got {gib}")
         else:
             memory = int(gib * (1 << 30))
