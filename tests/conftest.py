@@ -4,7 +4,9 @@ runs offline in well under a second."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -59,6 +61,22 @@ def tiny_hf(parts, **options):
         dtype="float32",
         **options,
     )
+
+
+@contextlib.contextmanager
+def computed_tokens(module) -> Iterator[list[int]]:
+    """The number of input tokens of each forward pass of a torch ``module`` while the block runs
+    (the hook is removed after it: the tiny model is shared by the whole session)."""
+    counts: list[int] = []
+
+    def count(_module, args, kwargs):
+        counts.append(int((kwargs["input_ids"] if "input_ids" in kwargs else args[0]).numel()))
+
+    handle = module.register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        yield counts
+    finally:
+        handle.remove()
 
 
 @pytest.fixture

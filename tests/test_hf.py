@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import tiny_hf  # noqa: E402
+from conftest import computed_tokens, tiny_hf  # noqa: E402
 
 from anthology.errors import CapabilityError  # noqa: E402
 from anthology.models.base import GenerateRequest, ScoreRequest  # noqa: E402
@@ -48,25 +48,16 @@ def _reference_logprob(model, tokenizer, context: str, option: str) -> float:
     return float(sum(logprobs[pos - 1, full[pos]] for pos in range(len(ctx), len(full))))
 
 
-def _count_tokens(model) -> list[int]:
-    seen: list[int] = []
-    model.model.register_forward_pre_hook(
-        lambda module, args, kwargs: seen.append(int(kwargs["input_ids"].numel())),
-        with_kwargs=True,
-    )
-    return seen
-
-
 def test_shared_prefix_scores_equal_full_prompt_scores(tiny_parts):
     tiny_model = tiny_hf(tiny_parts, prefix_cache=0)  # the second pass must not start from the first's KV
     requests = _requests()
-    tokens = _count_tokens(tiny_model.model)
-    shared = tiny_model.score(requests)
-    shared_tokens = sum(tokens)
-    tokens.clear()
-    tiny_model.share_prefix = False
-    full = tiny_model.score(requests)
-    full_tokens = sum(tokens)
+    with computed_tokens(tiny_model.model) as tokens:
+        shared = tiny_model.score(requests)
+        shared_tokens = sum(tokens)
+        tokens.clear()
+        tiny_model.share_prefix = False
+        full = tiny_model.score(requests)
+        full_tokens = sum(tokens)
     model, tokenizer = tiny_parts
     worst = 0.0
     for req, a, b in zip(requests, shared, full, strict=True):
@@ -225,9 +216,9 @@ def test_option_rows_that_prefix_another_are_read_off_it(tiny_model, tiny_parts)
     # " (" is one token here: its row is the context alone, a prefix of the " (A" rows (context + " (").
     options = (" (A", " (B", " (C", " (")
     assert len(tokenizer(" (", add_special_tokens=False)["input_ids"]) == 1
-    tokens = _count_tokens(tiny_model.model)
     tiny_model.share_prefix = False
-    [result] = tiny_model.score([ScoreRequest(context, options)])
+    with computed_tokens(tiny_model.model) as tokens:
+        [result] = tiny_model.score([ScoreRequest(context, options)])
     ctx_len = len(tokenizer(context)["input_ids"])
     assert sum(tokens) == ctx_len + 1  # one row: the context and " ("
     for option, logprob in zip(options, result.logprobs, strict=True):
@@ -411,8 +402,8 @@ def test_answer_forms_lay_their_shared_tokens_once(tiny_model, tiny_parts):
     model, tokenizer = tiny_parts
     forms = option_continuations(4)
     requests = [ScoreRequest(BACKSTORIES[0] + q, forms) for q in QUESTIONS]
-    tokens = _count_tokens(tiny_model.model)
-    results = tiny_model.score(requests)
+    with computed_tokens(tiny_model.model) as tokens:
+        results = tiny_model.score(requests)
     inputs = set()  # every token a forward pass must read: each full row but its last token
     for req in requests:
         for option in forms:

@@ -179,14 +179,14 @@ def test_the_device_is_part_of_the_identity():
 def test_a_gguf_files_revision_is_its_own_content_hash(tmp_path):
     """A GGUF file is loaded from its folder: the folder's other files (a downloads folder) are neither
     read nor part of the identity."""
-    from anthology.models.hf import _loaded_revision
+    from anthology.models.identity import loaded_revision
 
     gguf = tmp_path / "model.gguf"
     gguf.write_bytes(b"GGUF" + bytes(range(256)) * 64)
     (tmp_path / "unrelated.bin").write_bytes(b"a")
-    revision = _loaded_revision(str(tmp_path), None, gguf.name)
+    revision = loaded_revision(str(tmp_path), None, gguf.name)
     (tmp_path / "unrelated.bin").write_bytes(b"something else")
-    assert _loaded_revision(str(tmp_path), None, gguf.name) == revision
+    assert loaded_revision(str(tmp_path), None, gguf.name) == revision
     assert revision == file_hashes.content_revision([gguf])
     gguf.write_bytes(b"GGUF" + bytes(range(255, -1, -1)) * 64)
-    assert _loaded_revision(str(tmp_path), None, gguf.name) != revision
+    assert loaded_revision(str(tmp_path), None, gguf.name) != revision

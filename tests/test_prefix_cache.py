@@ -15,7 +15,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import tiny_hf  # noqa: E402
+from conftest import computed_tokens, tiny_hf  # noqa: E402
 from test_hf import _tiny_gemma3  # noqa: E402
 
 from anthology.method.answering import AskConfig, ask  # noqa: E402
@@ -48,17 +48,6 @@ def _first(questionnaire: Questionnaire, n: int) -> Questionnaire:
     return Questionnaire(name=questionnaire.name, questions=questionnaire.questions[:n])
 
 
-def _computed_tokens(model) -> list[int]:
-    """Counts the tokens each forward pass of ``model`` computes."""
-    counts: list[int] = []
-
-    def hook(module, args, kwargs):
-        counts.append(int(kwargs["input_ids"].numel()))
-
-    model.register_forward_pre_hook(hook, with_kwargs=True)
-    return counts
-
-
 def _both_ways(make, mode: str, members: int = 3, questions: int = 6):
     questionnaire = load_survey("gss2018-spending").questionnaire
     questionnaire = _first(questionnaire, questions)
@@ -66,8 +55,8 @@ def _both_ways(make, mode: str, members: int = 3, questions: int = 6):
     runs = {}
     for label, options in (("re-prefilled", {}), ("kv reused", {"prefix_cache": 1})):
         model = make(**options)
-        counted = _computed_tokens(model.model)
-        answers, _ = ask(model, _panel(members), questionnaire, seed=3, config=config)
+        with computed_tokens(model.model) as counted:
+            answers, _ = ask(model, _panel(members), questionnaire, seed=3, config=config)
         runs[label] = (answers, sum(counted))
     return runs["re-prefilled"], runs["kv reused"]
 
@@ -123,12 +112,12 @@ def test_kv_reuse_on_the_bundled_model():
 def test_resampling_starts_from_the_cached_prompt(tiny_parts):
     """A non-compliant answer's next sample computes the prompt's last token only."""
     model = tiny_hf(tiny_parts, prefix_cache=1)
-    counted = _computed_tokens(model.model)
     request = GenerateRequest(STORY.format(who="dog"), max_tokens=4, seed=1)
-    [first] = model.generate([request])
-    prefill = counted[0]
-    counted.clear()
-    [again] = model.generate([GenerateRequest(request.prompt, max_tokens=4, seed=1)])
+    with computed_tokens(model.model) as counted:
+        [first] = model.generate([request])
+        prefill = counted[0]
+        counted.clear()
+        [again] = model.generate([GenerateRequest(request.prompt, max_tokens=4, seed=1)])
     assert again.texts == first.texts
     assert counted[0] == 1 and prefill > MIN_REUSE
 

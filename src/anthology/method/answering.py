@@ -18,9 +18,10 @@ Each question is put after the panel member's context as the paper's block::
   questionnaire in cohorts of as many as the model keeps conversations of between calls
   (:func:`_cohort`): question k is asked of every member of a cohort in one batch (per resampling
   round), then question k+1. Each prompt extends the member's previous one, so a backend with a prefix
-  cache (the transformers backend, vLLM, a vLLM or SGLang server) computes only the new answer and
-  question block. Members answer in blocks of whole members (about :data:`BLOCK_REQUESTS` prompts
-  each), so that a large panel never holds all its prompts at once.
+  cache (the transformers backend with ``prefix_cache`` on; a vLLM or SGLang server with prefix
+  caching) need compute only the new answer and question block. Members answer in blocks of whole
+  members (about :data:`BLOCK_REQUESTS` prompts each), so that a large panel never holds all its
+  prompts at once.
 * ``context="independent"``: every question sees only the member's own context, so all of a member's
   questions share that prefix; they are sent in one batch.
 * ``mode="sample"`` (the paper): one answer per question at temperature 1.0, parsed by option letter or

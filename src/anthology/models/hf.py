@@ -44,9 +44,9 @@ from anthology.models.base import (
     sample_seed,
 )
 from anthology.models.decoding import StopStrings, cut_at_stop, sample_tokens
-from anthology.models.file_hashes import content_revision
 from anthology.models.hf_packing import lay_out, score_packs
 from anthology.models.hf_prefix import MIN_REUSE, PrefixCache, past_batch, returned_cache, row_layers
+from anthology.models.identity import device_kind, loaded_revision
 from anthology.models.tokens import PromptEncoder
 
 _DECODING = ("auto", "eager", "static", "compiled")
@@ -88,35 +88,6 @@ def _resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return _DTYPES[dtype]
 
 
-def _device_kind(device: torch.device) -> str:
-    """What a device's numerics depend on: ``cpu``, or ``cuda`` and the GPU's name (not its index)."""
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    return device.type
-
-
-def _loaded_revision(source: str, revision: str | None, gguf_file: str | None) -> str | None:
-    """What names the files just loaded from ``source``. A local folder: the hash of its files'
-    contents (of the GGUF file alone with ``gguf_file``), unless ``revision`` is given (presets give
-    their package version and GGUF hash). A hub model: the commit its files in the local Hugging Face
-    cache came from, so a new upstream commit is a new model."""
-    folder = Path(source)
-    if folder.is_dir():
-        if revision is not None:
-            return revision
-        if gguf_file:
-            files = [folder / gguf_file]
-        else:
-            files = sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith("."))
-        return content_revision(files)
-    from huggingface_hub import try_to_load_from_cache
-    from transformers.utils.hub import extract_commit_hash
-
-    cached = try_to_load_from_cache(source, gguf_file or "config.json", revision=revision)
-    commit = extract_commit_hash(cached, None) if isinstance(cached, str) else None
-    return commit or revision
-
-
 @dataclass
 class _Row:
     """One generation sample in flight."""
@@ -140,9 +111,10 @@ class HFModel:
     compiled step, on any device). ``prefix_cache`` is the GiB of recent prompts' keys and values kept
     between calls (0, the default, is off; see :meth:`_prefix_cache`).
 
-    ``identity`` (the response cache's key) names the model, its revision (see
-    :func:`_loaded_revision`: a local folder's content hash, a hub model's commit, or the ``revision``
-    given), the dtype and the kind of device: whatever changes the outputs.
+    ``identity`` (the response cache's key) names the model, its revision
+    (:func:`~anthology.models.identity.loaded_revision`: a local folder's content hash, a hub
+    model's commit, or the ``revision`` given), the dtype and the kind of device: whatever changes
+    the outputs.
     """
 
     def __init__(
@@ -177,7 +149,7 @@ class HFModel:
         source = str(source)
         if model is None or tokenizer is None:
             model, tokenizer = _load(source, revision=revision, gguf_file=gguf_file, dtype=self.dtype)
-            revision = _loaded_revision(source, revision, gguf_file)
+            revision = loaded_revision(source, revision, gguf_file)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self.tokenizer = tokenizer
         self._encoder = PromptEncoder(tokenizer)
@@ -195,7 +167,7 @@ class HFModel:
             "model": name or source,
             "revision": revision,
             "dtype": str(self.dtype).removeprefix("torch."),
-            "device": _device_kind(self.device),
+            "device": device_kind(self.device),
         }
         max_pos = getattr(model.config, "max_position_embeddings", None)
         self._caps = Capabilities(
@@ -350,9 +322,7 @@ class HFModel:
         with it on a resumed run is equal to an uninterrupted one within 1e-5, not byte for byte)."""
         if gib < 0:
             raise ConfigError(f"prefix_cache must be a number of GiB >= 0 (0: off), got {gib}")
-        else:
-            memory = int(gib * (1 << 30))
-        tokens = memory // self._kv_bytes_per_token()
+        tokens = int(gib * (1 << 30)) // self._kv_bytes_per_token()
         return PrefixCache(tokens) if tokens >= MIN_REUSE else None
 
     @property
@@ -543,11 +513,8 @@ class HFModel:
     def _past(self, tokens: list[list[int]]) -> tuple[Any, list[int]]:
         """The cache a batch of prompts starts from, and how many of each prompt's tokens it holds:
         each prompt's longest cached prefix, shortened so that every row has as many new tokens as
-        the row with the most (at least the last token is computed, for its logits). Without a
-        prefix cache or a hit, an empty cache whose layers all keep every token, so that the keys
-        and values can be stored afterwards."""
-        from transformers import DynamicCache
-
+        the row with the most (at least the last token is computed, for its logits); ``None``
+        without a prefix cache (the model makes its own)."""
         if self._prefix is None:
             return None, [0] * len(tokens)
         hits = [self._prefix.longest(t, len(t) - 1) for t in tokens]
@@ -556,9 +523,7 @@ class HFModel:
             len(t) - width if hit and len(t) - width >= MIN_REUSE else 0
             for t, hit in zip(tokens, hits, strict=True)
         ]
-        if not any(cached):
-            return DynamicCache(), cached
-        return past_batch(hits, cached)
+        return past_batch(hits, cached), cached
 
 
 def _pad_id(tokenizer: Any) -> int:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from anthology.models.hf_prefix import PrefixCache, past_batch, returned_cache, row_layers
+from anthology.models.hf_prefix import MIN_REUSE, PrefixCache, past_batch, returned_cache, row_layers
 
 Rows = list[tuple[int, ...]]
 Needs = list[dict[int, list[int]]]  # per row: position -> tokens whose log-probs are needed there
@@ -195,15 +195,14 @@ def attention_mask(
     type, the window measured in position ids (``key_positions``: the keys', when the keys include
     cached ones before the queries)."""
     keys = positions if key_positions is None else key_positions
-    distance = positions[:, :, None] - keys[:, None, :]
     attention = getattr(config, "_attn_implementation", "sdpa")
     window = getattr(config, "sliding_window", None)
     types = set(getattr(config, "layer_types", None) or [])
     if "sliding_attention" not in types:
         if window and not types:  # Mistral-style: one window for every layer
-            allowed &= distance < window
+            allowed &= positions[:, :, None] - keys[:, None, :] < window
         return _as_mask(allowed, attention, dtype)
-    sliding = allowed & (distance < window)
+    sliding = allowed & (positions[:, :, None] - keys[:, None, :] < window)
     return {t: _as_mask(sliding if t == "sliding_attention" else allowed, attention, dtype) for t in types}
 
 
@@ -248,9 +247,7 @@ def score_packs(
     allowed = torch.from_numpy(ancestors(parents)).to(dev)
     keys, past, width = queries, None, max(skip)
     if prefix is not None:
-        from transformers import DynamicCache
-
-        past = past_batch(hits, skip)[0] if width else DynamicCache()
+        past = past_batch(hits, skip)
         seen = torch.zeros((len(batch), queries.shape[1], width), dtype=torch.bool, device=dev)
         before = torch.zeros((len(batch), width), dtype=torch.long, device=dev)
         for b, (k, n) in enumerate(zip(skip, lengths, strict=True)):
@@ -266,6 +263,8 @@ def score_packs(
             found[i][(pos, token)] = float(logprobs[k, token])
     if prefix is not None:
         for b, (pack, n) in enumerate(zip(batch, stems, strict=True)):
+            if n < MIN_REUSE:
+                continue
             kept = torch.cat([torch.arange(width - skip[b], width), width + torch.arange(n - skip[b])])
             prefix.put(rows[pack.members[0]][:n], row_layers(cache, b, kept.to(dev)))
 

@@ -103,12 +103,16 @@ def row_layers(cache: Any, row: int, columns: torch.Tensor) -> Layers:
     return [(layer.keys[row][:, columns], layer.values[row][:, columns]) for layer in cache.layers]
 
 
-def past_batch(hits: Sequence[Hit | None], lengths: Sequence[int]) -> tuple[Any, list[int]]:
-    """A ``DynamicCache`` of each row's cached prefix, right-aligned in a block as wide as the
-    longest (rows without one: masked-out zeros), and how many of each row's tokens it holds."""
+def past_batch(hits: Sequence[Hit | None], lengths: Sequence[int]) -> Any:
+    """A ``DynamicCache`` of the first ``lengths[row]`` tokens of each row's hit, right-aligned in a
+    block as wide as the longest (rows without one: masked-out zeros); without any, an empty cache
+    whose layers all keep every token they are given (the model's own would drop what falls out of a
+    sliding window), so that the keys and values can be stored afterwards."""
     from transformers import DynamicCache
 
-    width = max(lengths)
+    width = max(lengths, default=0)
+    if not width:
+        return DynamicCache()
     template = next(hit for hit in hits if hit is not None).layers
     layers = []
     for index, (keys, values) in enumerate(template):
@@ -119,4 +123,4 @@ def past_batch(hits: Sequence[Hit | None], lengths: Sequence[int]) -> tuple[Any,
                 k[row, :, width - length :] = hit.layers[index][0][:, :length]
                 v[row, :, width - length :] = hit.layers[index][1][:, :length]
         layers.append((k, v))
-    return DynamicCache(ddp_cache_data=layers), list(lengths)
+    return DynamicCache(ddp_cache_data=layers)
