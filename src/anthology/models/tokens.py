@@ -12,11 +12,47 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from anthology.errors import BackendError
+from anthology.errors import BackendError, ConfigError
 from anthology.models.base import Prompt, ScoreRequest, split_context_space
 
 _TAIL_CHARS = 32  # context characters re-tokenised with an option to find the boundary tokens
 _OPTION_MEMO = 65_536  # (context tail, options) pairs whose option tokens are remembered
+
+
+Encoded = list[tuple[list[int], list[list[int]]]]
+"""Scoring requests as token ids: each request's context and its options' continuation tokens."""
+
+
+def check_fits(tokens: int, limit: int | None, kind: str) -> None:
+    """Refuse a sequence of ``tokens`` (prompt and at least one more token) longer than the model's
+    context of ``limit``, in one line, before any work: a position past the context would give
+    made-up log-probabilities, not an error."""
+    if limit is not None and tokens > limit:
+        raise ConfigError(
+            f"a {kind} prompt of {tokens} tokens does not fit the model's context of {limit} tokens: "
+            "use shorter backstories (backstories.max_tokens), ask.context: independent, "
+            "or a model with a longer context"
+        )
+
+
+def option_rows(encoded: Encoded) -> tuple[list[tuple[int, ...]], list[list[tuple[int, list[int]]]]]:
+    """The token rows that score every option once, for an engine that reads the next-token logits
+    at every input position, and per request each option's (row, tokens).
+
+    An option's row is its context and all but its last token. A row that is a prefix of another row
+    is read off that longer one: " A" needs the logits after the context, which the row for " (A"
+    computes anyway; causal attention makes the two identical."""
+    rows: dict[tuple[int, ...], int] = {}
+    targets = []
+    for ctx, conts in encoded:
+        own = [tuple(ctx + cont[:-1]) for cont in conts]
+        longest = sorted(set(own), key=len, reverse=True)
+        per_option = []
+        for row, cont in zip(own, conts, strict=True):
+            host = next(r for r in longest if r[: len(row)] == row)
+            per_option.append((rows.setdefault(host, len(rows)), cont))
+        targets.append(per_option)
+    return list(rows), targets
 
 
 class PromptEncoder:
@@ -52,7 +88,7 @@ class PromptEncoder:
                     out[i] = list(ids)
         return out
 
-    def score_requests(self, requests: Sequence[ScoreRequest]) -> list[tuple[list[int], list[list[int]]]]:
+    def score_requests(self, requests: Sequence[ScoreRequest]) -> Encoded:
         """Each request's context tokens and its options' continuation tokens.
 
         Contexts are tokenised in one batch call. Only the context's tail is tokenised together with
