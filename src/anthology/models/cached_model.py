@@ -189,7 +189,8 @@ class CachedModel:
 
     @property
     def conversation_tokens(self) -> int | None:
-        """The wrapped model's (see :attr:`anthology.models.hf.HFModel.conversation_tokens`)."""
+        """The wrapped model's, where it says (the transformers backend's prefix cache, the vLLM
+        engine's KV cache)."""
         return getattr(self.model, "conversation_tokens", None)
 
     def close(self) -> None:

@@ -47,7 +47,7 @@ from anthology.models.decoding import StopStrings, cut_at_stop, sample_tokens
 from anthology.models.hf_packing import lay_out, score_packs
 from anthology.models.hf_prefix import MIN_REUSE, PrefixCache, past_batch, returned_cache, row_layers
 from anthology.models.identity import device_kind, loaded_revision
-from anthology.models.tokens import PromptEncoder, check_fits, option_rows
+from anthology.models.tokens import PromptEncoder, check_fits, exact_capabilities, option_rows
 
 _DECODING = ("auto", "eager", "static", "compiled")
 _STATIC_MIN_TOKENS = 64  # auto decoding compiles only generations at least this long
@@ -170,14 +170,7 @@ class HFModel:
             "device": device_kind(self.device),
         }
         max_pos = getattr(model.config, "max_position_embeddings", None)
-        self._caps = Capabilities(
-            completion=True,
-            chat=getattr(tokenizer, "chat_template", None) is not None,
-            logprobs=True,
-            top_logprobs=None,
-            max_context=int(max_pos) if max_pos else None,
-            seeded=True,
-        )
+        self._caps = exact_capabilities(tokenizer, int(max_pos) if max_pos else None)
 
     # -- protocol -------------------------------------------------------------------------------
 

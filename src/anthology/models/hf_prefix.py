@@ -82,10 +82,6 @@ class PrefixCache:
         while self.tokens > self.budget:
             self._drop(next(iter(self._entries)))
 
-    def clear(self) -> None:
-        self._entries.clear()
-        self.tokens = 0
-
     def _drop(self, key: tuple[int, ...]) -> None:
         del self._entries[key]
         self.tokens -= len(key)

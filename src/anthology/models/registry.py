@@ -63,8 +63,8 @@ def load_model(spec: str, **options: Any) -> LanguageModel:
     """Resolve a model name (see the module docstring) to a loaded backend.
 
     ``options`` are passed to the backend: for local models ``device``, ``dtype``, ``batch_size``,
-    ``batch_tokens``, ``share_prefix``, ``decoding``, ``revision``; for servers ``base_url``,
-    ``api_key_env``, ``chat``, ``concurrency``, ``timeout``, ``max_retries``, ``top_logprobs``,
+    ``batch_tokens``, ``share_prefix``, ``decoding``, ``revision``, ``prefix_cache``; for servers
+    ``base_url``, ``api_key_env``, ``chat``, ``concurrency``, ``timeout``, ``max_retries``, ``top_logprobs``,
     ``max_context``, ``scoring``, ``timeout_per_1k_tokens``; for ``vllm:`` ``dtype``, ``revision``,
     ``tensor_parallel_size``, ``gpu_memory_utilization``, ``max_model_len``, ``kv_cache_gib``.
     """

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from anthology.errors import BackendError, ConfigError
-from anthology.models.base import Prompt, ScoreRequest, split_context_space
+from anthology.models.base import Capabilities, Prompt, ScoreRequest, split_context_space
 
 _TAIL_CHARS = 32  # context characters re-tokenised with an option to find the boundary tokens
 _OPTION_MEMO = 65_536  # (context tail, options) pairs whose option tokens are remembered
@@ -21,6 +21,19 @@ _OPTION_MEMO = 65_536  # (context tail, options) pairs whose option tokens are r
 
 Encoded = list[tuple[list[int], list[list[int]]]]
 """Scoring requests as token ids: each request's context and its options' continuation tokens."""
+
+
+def exact_capabilities(tokenizer: Any, max_context: int | None) -> Capabilities:
+    """What a backend that runs the model itself offers: completion prompts, chat where the tokenizer
+    has a chat template, exact option scores and seeded samples."""
+    return Capabilities(
+        completion=True,
+        chat=getattr(tokenizer, "chat_template", None) is not None,
+        logprobs=True,
+        top_logprobs=None,
+        max_context=max_context,
+        seeded=True,
+    )
 
 
 def check_fits(tokens: int, limit: int | None, kind: str) -> None:

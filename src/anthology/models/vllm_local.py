@@ -47,7 +47,7 @@ from anthology.models.base import (
     sample_seed,
 )
 from anthology.models.identity import device_kind
-from anthology.models.tokens import PromptEncoder, check_fits
+from anthology.models.tokens import PromptEncoder, check_fits, exact_capabilities
 
 _CPU_KV_GIB = 4.0
 _CPU_BLOCK = 32  # tokens per KV block on a CPU (vLLM's CPU default, 128, shares prefixes coarsely)
@@ -127,14 +127,7 @@ class VLLMModel:
             "device": device_kind("cuda") if current_platform.is_cuda() else current_platform.device_type,
             "tensor_parallel_size": tensor_parallel_size,
         }
-        self._caps = Capabilities(
-            completion=True,
-            chat=getattr(self._encoder.tokenizer, "chat_template", None) is not None,
-            logprobs=True,
-            top_logprobs=None,
-            max_context=int(config.model_config.max_model_len),
-            seeded=True,
-        )
+        self._caps = exact_capabilities(self._encoder.tokenizer, int(config.model_config.max_model_len))
 
     # -- protocol -------------------------------------------------------------------------------
 
