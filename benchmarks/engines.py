@@ -152,9 +152,9 @@ class Workload:
         [result], seconds, served = measured(server, lambda: model.generate([request]))
         generated = sum(s.completion_tokens for s in result.samples)
         out["generation"] = {"count": generated, "seconds": seconds, "served": served}
-        print(
-            f"{model.identity['backend']}: " + ", ".join(f"{k} {v['seconds']:.1f} s" for k, v in out.items())
-        )
+        # Printed as each engine finishes: a server's echo scoring can take many minutes.
+        done = ", ".join(f"{key} {got['count']} in {got['seconds']:.1f} s" for key, got in out.items())
+        print(f"{model.identity['backend']}: {done}", flush=True)
         return out
 
 
