@@ -132,6 +132,10 @@ class Workload:
             server, lambda: ask(model, panel, questionnaire, config=config)
         )
         frame = answers.set_index(["respondent_id", "question_id"])["probabilities"].explode().astype(float)
+        # One entry per option: the option's number within its answer makes the index unique.
+        frame.index = pd.MultiIndex.from_arrays(
+            [*map(frame.index.get_level_values, range(2)), frame.groupby(level=[0, 1]).cumcount()]
+        )
         out["answering"] = {"count": len(answers), "seconds": seconds, "frame": frame, "served": served}
         personas = pd.DataFrame(
             {
