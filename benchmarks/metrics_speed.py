@@ -1,7 +1,8 @@
-"""Metrics speed (issue 5, item 4; issue 7, part 5): every metric, the 100-split human lower bound and
-1,000 bootstrap resamples on 65,000 humans x 10 five-point questions (random survey weights, about 3%
-missing answers) against a persona panel of the same size; the lower bound and the bootstrap each
-against the naive way measured in the same run.
+"""Metrics speed (issue 5, item 4; issue 7, part 5; issue 17, part 4): every metric, the 100-split
+human lower bound, 1,000 bootstrap resamples and the worth-in-humans curve (100 draws per panel size)
+on 65,000 humans x 10 five-point questions (random survey weights, about 3% missing answers) against a
+persona panel of the same size; the lower bound and the bootstrap each against the naive way measured
+in the same run.
 
     python benchmarks/metrics_speed.py
     python benchmarks/metrics_speed.py --quick                 # 10,000 respondents, fewer naive iterations
@@ -135,6 +136,8 @@ def figures(
         human_lower_bound,
         individual_agreement,
         subgroup_breakdown,
+        worth_curve,
+        worth_n_humans,
     )
 
     n = respondents or (10_000 if quick else 65_000)
@@ -165,6 +168,8 @@ def figures(
         lambda: subgroup_breakdown(humans, personas, k, groups, groups, human_weights=weights), repeat=repeat
     )
     _, t_agree = timed(lambda: individual_agreement(humans, personas, k, weights=weights), repeat=repeat)
+    curve, t_curve = timed(lambda: worth_curve(humans, k, weights, n_draws=splits, seed=0), repeat=repeat)
+    worth = worth_n_humans(curve, compare(humans, personas, k, human_weights=weights).wd_raw)
 
     naive_wd = np.mean([wd for wd, _ in naive_floor])
     return [
@@ -202,6 +207,15 @@ def figures(
         ),
         Figure(section, "subgroup breakdown (4 groups)", t_groups, "s"),
         Figure(section, "individual agreement", t_agree, "s"),
+        Figure(
+            section,
+            f"worth-in-humans curve ({len(curve.sizes)} sizes x {splits} draws)",
+            t_curve,
+            "s",
+            note=f"sizes {curve.sizes[0]:,} to {curve.sizes[-1]:,}; WD {curve.wd_raw[0]:.3f} to "
+            f"{curve.wd_raw[-1]:.4f}; the shifted panel is worth {worth.estimate:,.0f} humans "
+            f"[{worth.low:,.0f}, {worth.high:,.0f}]",
+        ),
     ]
 
 

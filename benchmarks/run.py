@@ -1,5 +1,6 @@
 """Every benchmark in one command, printed as one table: model layer (scoring, generation), method
-(answering, demographic survey), matching and metrics. Each figure is compared with the naive way
+(answering, demographic survey), matching, metrics, and `--dry-run`'s token estimate against the
+tokens a real run used (benchmarks/estimates.py). Each figure is compared with the naive way
 measured in the same run; issue 7's targets are marked met or NOT MET.
 
     python benchmarks/run.py                       # bundled smollm2-135m on this machine (make bench)
@@ -24,9 +25,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import engines
+import estimates
 from figures import Figure, format_table
 
-SECTIONS = ("model", "method", "matching", "metrics")
+SECTIONS = ("model", "method", "matching", "metrics", "estimates")
 EXTRA_SECTIONS = ("engines",)  # only when asked for with --only
 
 
@@ -65,6 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gen-naive", type=int, default=4)
     parser.add_argument("--gen-tokens", type=int, default=64)
     engines.add_arguments(parser)
+    estimates.add_arguments(parser)
     args = parser.parse_args(argv)
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(args.only) - set(SECTIONS + EXTRA_SECTIONS))
@@ -116,6 +119,8 @@ def main(argv: list[str] | None = None) -> None:
         import metrics_speed
 
         results += report(metrics_speed.figures(quick=args.quick))
+    if "estimates" in args.only:
+        results += report(estimates.figures(args))
     if "engines" in args.only:
         results += report(engines.figures(args))
     print("\n" + format_table(results))

@@ -52,6 +52,7 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -423,6 +424,10 @@ class FakeOpenAIServer:
     corrupt: str | None = None
     """When set, every answer is a nonsense one of this kind (see the module docstring)."""
     model: ToyModel = field(default_factory=ToyModel)
+    count_tokens: Callable[[str], int] | None = None
+    """When set, the ``usage`` prompt tokens (and sampled completion tokens) are counted by it, e.g.
+    a real tokenizer's; by default four characters a token when sampling and the toy model's tokens
+    when scoring."""
 
     def __post_init__(self) -> None:
         self.requests: list[RecordedRequest] = []
@@ -527,7 +532,7 @@ class FakeOpenAIServer:
         max_chars = 4 * int(body.get("max_tokens") or 16)
         choices, total, prompt_tokens = [], 0, 0
         for prompt in prompts:
-            prompt_tokens += _tokens(prompt if isinstance(prompt, str) else json.dumps(prompt))
+            prompt_tokens += self._count(prompt if isinstance(prompt, str) else json.dumps(prompt))
             for i in range(n):
                 text = completion_text(prompt, body.get("seed"), i)
                 finish = "stop"
@@ -536,7 +541,7 @@ class FakeOpenAIServer:
                     text = text[: min(cuts)]
                 elif len(text) > max_chars:
                     text, finish = text[:max_chars], "length"
-                total += _tokens(text)
+                total += self._count(text)
                 if chat:
                     choice = {"index": len(choices), "message": {"role": "assistant", "content": text}}
                 else:
@@ -544,6 +549,9 @@ class FakeOpenAIServer:
                 choice["finish_reason"] = finish
                 choices.append(choice)
         return self._envelope(chat, choices, prompt_tokens, total)
+
+    def _count(self, text: str) -> int:
+        return self.count_tokens(text) if self.count_tokens else _tokens(text)
 
     def _generate(self, previous: int, max_tokens: int) -> tuple[list[int], str]:
         """Greedy tokens after ``previous`` and the finish reason."""
@@ -569,7 +577,7 @@ class FakeOpenAIServer:
             text = model.chat_text(prompt) if chat else prompt
             prompt_ids = [0, *model.tokenize(text)]
             generated, finish = self._generate(prompt_ids[-1], max_tokens)
-            prompt_total += len(prompt_ids)
+            prompt_total += self.count_tokens(text) if self.count_tokens else len(prompt_ids)
             completion_total += len(generated)
             out_text = "".join(model.display(t) for t in generated if t != 1)
             # (token, its logprob, top-k entries) per position; None logprob for the first prompt token

@@ -147,7 +147,8 @@ def test_one_question_survey_has_no_fro_or_alpha_and_no_star(tmp_path):
     assert table["frobenius"].isna().all() and table["alpha"].isna().all()
     assert (table["frobenius_note"] == "one question, so no correlation between questions").all()
     assert table["alpha_note"].str.startswith("one question").all()
-    assert set(best_methods(result.table)) == {"wd_raw", "wd_normalized"}  # WD is still defined
+    # WD is still defined, and so is the worth in humans read off it
+    assert set(best_methods(result.table)) == {"wd_raw", "wd_normalized", "worth_n_humans"}
     # WD checks against scipy on this one question
     expected = scipy.stats.wasserstein_distance(humans[:, 0], varied(1, 30, 1)[:, 0])
     assert table.loc["qa", "wd_raw"] == pytest.approx(expected, abs=1e-12)
@@ -161,7 +162,7 @@ def test_one_question_survey_has_no_fro_or_alpha_and_no_star(tmp_path):
     metrics = html[
         html.index('id="metrics-table"') : html.index("</table>", html.index('id="metrics-table"'))
     ]
-    assert metrics.count('<td class="best">') == 2  # the two WD columns only
+    assert metrics.count('<td class="best">') == 3  # the two WD columns and the worth read off WD
     assert "Fro., every row: one question, so no correlation between questions." in html
 
 

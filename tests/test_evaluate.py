@@ -23,7 +23,7 @@ from anthology.evaluation import (
     load_run,
     read_evaluation,
 )
-from anthology.metrics import human_lower_bound
+from anthology.metrics import compare, human_lower_bound, worth_curve, worth_n_humans
 from anthology.store import RunDir
 from anthology.surveys import CANONICAL_TRAITS, load_survey
 
@@ -234,6 +234,41 @@ def test_lower_bound_row_is_the_split_half_bound(evaluated):
     assert fro["note"] == f"in 20 of 20 splits a half has fewer than {MIN_COMPLETE} complete respondents"
 
 
+def test_each_method_is_worth_a_number_of_humans(evaluated):
+    """The worth column: read off the humans' curve (20 draws per size, the splits) at each method's
+    WD; the greedy panel answers as its humans (WD 0: beyond the largest size), QA always the last
+    option (far above the curve at 5 respondents)."""
+    root, result = evaluated
+    data = load_run(root)
+    curve = worth_curve(data.human_answers, data.n_options, data.human_weights, n_draws=20, seed=0)
+    assert result.worth_curve["size"].tolist() == [5, 10, 20, N_HUMANS]
+    np.testing.assert_allclose(result.worth_curve["wd_raw"], curve.wd_raw, atol=1e-12)
+    np.testing.assert_allclose(result.worth_curve["wd_raw_low"], curve.low, atol=1e-12)
+    table = result.table.set_index("method")
+    assert np.isnan(table.loc[LOWER_BOUND, "worth_n_humans"])
+    for method in ("nothing", "dp"):
+        wd = compare(
+            data.human_answers, data.persona_answers(method), data.n_options, human_weights=data.human_weights
+        ).wd_raw
+        worth = worth_n_humans(curve, wd)
+        row = _value(result, method, "worth_n_humans")
+        assert (row["value"], row["ci_low"], row["ci_high"]) == pytest.approx(
+            (worth.estimate, worth.low, worth.high)
+        )
+        assert 5 <= row["ci_low"] <= row["value"] <= row["ci_high"] <= N_HUMANS and pd.isna(row["note"])
+    # dp has half as many personas as nothing, both answering at random: it is worth fewer humans
+    assert table.loc["dp", "worth_n_humans"] < table.loc["nothing", "worth_n_humans"]
+    greedy, qa = _value(result, "anthology-greedy", "worth_n_humans"), _value(result, "qa", "worth_n_humans")
+    assert greedy["value"] == greedy["ci_high"] == N_HUMANS
+    assert greedy["note"] == (
+        f"its WD is below that of {N_HUMANS} random respondents, the largest panel the humans give: "
+        f"worth {N_HUMANS} or more"
+    )
+    assert qa["value"] == qa["ci_low"] == qa["ci_high"] == 5
+    assert qa["note"] == "its WD is above that of 5 random respondents: worth 5 or fewer"
+    assert read_evaluation(root).worth_curve.equals(result.worth_curve)
+
+
 def test_metric_files(evaluated):
     root, result = evaluated
     metrics = pd.read_csv(root / FILES["metrics"])
@@ -297,6 +332,9 @@ def test_cli_prints_the_table(tmp_path):
         "Split-half reference",
         "WD exp.",
         " *",
+        "worth n humans",
+        f"≥ {N_HUMANS}",  # the greedy panel, which answers as its humans
+        "≤ 5",  # QA
     ):
         assert text in result.output
     assert (root / "metrics.csv").exists()

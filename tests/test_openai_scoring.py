@@ -350,11 +350,14 @@ def test_echo_reads_a_vllm_answer() -> None:
         "usage": {"prompt_tokens": 14, "total_tokens": 16, "completion_tokens": 2},
     }
     context = "The answer is:"
-    found, prompt_total = _echo_parse(data, [context + " (B", context + " B)"], len(context))
-    result = _echo_result(found, prompt_total, 2)
+    found, billed = _echo_parse(data, [context + " (B", context + " B)"], len(context))
+    result = _echo_result(found, billed, 2)
     assert result.logprobs == pytest.approx([-1.9, -2.75])
     assert result.imputed == (False, False)
-    assert result.prompt_tokens == 5  # BOS and the context's four tokens
+    # what the server billed: both option prompts (7 tokens each) and a generated token after each
+    assert (result.prompt_tokens, result.completion_tokens) == (14, 2)
+    unreported = _echo_result(found, (0, 0), 2)
+    assert unreported.prompt_tokens == 2 * 5  # BOS and the context's four tokens, once per option
 
 
 def test_echo_detects_a_token_across_the_end_of_the_context() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from click.testing import CliRunner
 from test_evaluate import IMAGE, SCRIPT, make_run
 
 from anthology.cli import app
-from anthology.evaluation import FILES, evaluate, is_current
+from anthology.evaluation import FILES, LOWER_BOUND, evaluate, is_current, read_evaluation
 from anthology.report import write_report
 from anthology.store import RunDir
 
@@ -52,6 +53,44 @@ def test_report_is_written_with_every_section(report):
         assert text in html
     assert "Cache hits" in html and "1,234" in html  # run metadata: model calls and tokens
     assert 'id="coverage-table"' in html and "Warning: 25.0% of the option probability in ask (qa)" in html
+
+
+def test_report_shows_each_methods_worth_on_the_humans_curve(report):
+    """The chart: the humans' curve (a point per size, its WD in the tip, falling down the page), a
+    dashed line per method at its WD and a dot where the curve reaches it inside the sizes; the
+    table's worth column, QA (always the last option) at the smallest size."""
+    html = report.read_text(encoding="utf-8")
+    evaluation = read_evaluation(report.parent)
+    figure = html[html.index('<figure id="worth-chart">') :]
+    chart = ET.fromstring(figure[figure.index("<svg") : figure.index("</svg>") + 6])
+    svg = "{http://www.w3.org/2000/svg}"
+
+    def tips(kind: str) -> dict[str, ET.Element]:
+        return {
+            e.find(f"{svg}title").text: e for e in chart.iter(svg + kind) if e.find(f"{svg}title") is not None
+        }
+
+    curve = evaluation.worth_curve
+    points = {tip: e for tip, e in tips("circle").items() if "random respondents: WD" in tip}
+    assert [float(p.get("cy")) for p in points.values()] == sorted(
+        float(p.get("cy")) for p in points.values()
+    )
+    for size, wd, tip in zip(curve["size"], curve["wd_raw"], points, strict=True):
+        assert tip.startswith(f"{size:,} random respondents: WD {wd:.3f}")
+    assert len(curve) == 4
+    table = evaluation.table[evaluation.table["method"] != LOWER_BOUND]
+    lines, dots = tips("line"), [t for t in tips("circle") if "worth" in t]
+    for row in table.to_dict("records"):
+        assert f"{row['label']}: WD {row['wd_raw']:.3f}" in lines
+    inside = table[(table["worth_n_humans"] > 5) & (table["worth_n_humans"] < 40)]
+    assert len(dots) == len(inside) >= 1
+    for row in inside.to_dict("records"):
+        assert f"{row['label']}: WD {row['wd_raw']:.3f}, worth {row['worth_n_humans']:,.0f} humans" in dots
+    metrics = html[
+        html.index('<table id="metrics-table">') : html.index("</table>", html.index("metrics-table"))
+    ]
+    assert "worth n humans" in metrics and "≤ 5" in metrics
+    assert '<section id="metrics">' in html and 'id="worth"' in html
 
 
 def test_report_is_self_contained(report):
@@ -144,7 +183,7 @@ def test_report_evaluates_with_the_runs_config(tmp_path):
     assert "it has no metric files" in stderr
     stage = _stage(root)
     assert (stage["seed"], stage["n_splits"], stage["n_resamples"]) == (5, 6, 25)
-    assert set(stage["inputs"]) == {"answers", "humans"}
+    assert set(stage["inputs"]) == {"answers", "humans", "matches"}
     assert "(6 splits)" in html
     written = {name: data for name, (data, _) in _files(root).items()}
     evaluate(root, n_splits=6, n_resamples=25, seed=5)  # the same files as evaluating with those settings

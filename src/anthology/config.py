@@ -23,6 +23,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from anthology.errors import ConfigError
 from anthology.method.settings import (
     BASELINES,
+    PANELS,
     TOKENS_MAX,
     AskConfig,
     BackstoryConfig,
@@ -33,10 +34,12 @@ from anthology.method.settings import METHODS as MATCHING_METHODS
 from anthology.models.presets import PRESETS
 from anthology.settings import SEED_MAX, Settings, describe_error, distinct, validation_errors
 
-#: The Anthology personas of each matching method.
-ANTHOLOGY_METHODS = tuple(f"anthology-{m}" for m in MATCHING_METHODS)
-#: Every persona a study can ask: the matchings of Anthology personas, then the baselines.
+#: The Anthology personas of each panel the match stage builds (the matchings and the raked pool).
+ANTHOLOGY_METHODS = tuple(f"anthology-{m}" for m in PANELS)
+#: Every persona a study can ask: the panels of Anthology personas, then the baselines.
 ASK_METHODS = (*ANTHOLOGY_METHODS, *BASELINES, "dp")
+#: The personas a study asks by default: the matchings' (the raked panel is asked for by name).
+DEFAULT_ASK_METHODS = (*(f"anthology-{m}" for m in MATCHING_METHODS), *BASELINES, "dp")
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
@@ -99,6 +102,30 @@ class ModelSettings(Settings):
         le=65_536,
         description="vllm: GiB of KV cache (default: from gpu_memory_utilization; 4 on a CPU).",
     )
+    price_input_per_million: float | None = Field(
+        None, ge=0, le=1e6, description="Price of a million prompt tokens, for --dry-run's cost."
+    )
+    price_output_per_million: float | None = Field(
+        None, ge=0, le=1e6, description="Price of a million completion tokens, for --dry-run's cost."
+    )
+    max_cost: float | None = Field(
+        None, gt=0, le=1e12, description="Refuse a study whose estimated cost may exceed this (needs prices)."
+    )
+
+    @model_validator(mode="after")
+    def _priced(self) -> ModelSettings:
+        """Both prices or neither (a missing one would count as free), and a budget only with them."""
+        prices = (self.price_input_per_million, self.price_output_per_million)
+        if (None in prices) != (prices == (None, None)):
+            raise ValueError(
+                "give both model.price_input_per_million and model.price_output_per_million, or neither"
+            )
+        if self.max_cost is not None and prices == (None, None):
+            raise ValueError(
+                "model.max_cost needs the prices: give model.price_input_per_million and "
+                "model.price_output_per_million (--price-input-per-million, --price-output-per-million)"
+            )
+        return self
 
     @field_validator("device")
     @classmethod
@@ -138,16 +165,23 @@ class BackstoriesSettings(BackstoryConfig):
 
 
 class MatchSettings(Settings):
-    methods: tuple[Method, ...] = Field(MATCHING_METHODS, min_length=1, description="Matching methods.")
+    methods: tuple[Method, ...] = Field(
+        MATCHING_METHODS, min_length=1, description="Matching methods, and raked for the raked pool."
+    )
     objective: Literal["weight", "log"] = Field(
         "weight", description="max-weight: maximise the sum of weights (the paper) or of log-weights."
+    )
+    margins: str | None = Field(
+        None,
+        min_length=1,
+        description="raked: a margins YAML (trait: {category: share}); default: the survey's own.",
     )
 
     _distinct_methods = field_validator("methods")(distinct)
 
 
 class AskSettings(AskConfig):
-    methods: tuple[str, ...] = Field(ASK_METHODS, min_length=1, description="Personas to ask.")
+    methods: tuple[str, ...] = Field(DEFAULT_ASK_METHODS, min_length=1, description="Personas to ask.")
     append: Literal["qa", "bio"] | None = Field(None, description="Append the matched human's demographics.")
     dp_style: Literal["bio", "qa"] = Field("bio", description="Demographics-primed backstory prompt.")
     dp_max_tokens: int = Field(
@@ -165,8 +199,19 @@ class AskSettings(AskConfig):
 
 
 class EvaluateSettings(Settings):
-    splits: int = Field(100, ge=1, le=100_000, description="Random human split-halves of the lower bound.")
+    splits: int = Field(
+        100,
+        ge=1,
+        le=100_000,
+        description="Random human split-halves of the lower bound, and draws per size of the "
+        "worth-in-humans curve.",
+    )
     resamples: int = Field(1000, ge=1, le=1_000_000, description="Bootstrap resamples of the intervals.")
+    persona_weights: Literal["equal", "survey", "both"] = Field(
+        "equal",
+        description="Persona side: each persona counts once (equal, the paper's), with its respondent's "
+        "survey weight (survey), or both rows.",
+    )
 
 
 #: What each stage's settings class is, by the name of its section.
@@ -301,22 +346,29 @@ def load_config(
         raise ConfigError(describe_error(exc, str(path) if path else "")) from None
 
 
+#: The keys of a config file that hold file paths, by section.
+_PATH_KEYS = {"survey": ("name", "data"), "matching": ("margins",)}
+
+
 def _relative_paths(data: dict[str, Any], folder: Path) -> dict[str, Any]:
-    """A config file's survey paths (a codebook's, a data file's) as seen from its own folder, as a
-    codebook's ``data:`` is; built-in survey names stay names."""
-    survey = data.get("survey")
-    if not isinstance(survey, dict):
-        return data
-    resolved = dict(survey)
-    for key in ("name", "data"):
-        value = survey.get(key)
-        if not isinstance(value, str) or not value:
+    """A config file's paths (a codebook's, a data file's, a margins file's) as seen from its own
+    folder, as a codebook's ``data:`` is; built-in survey names stay names."""
+    out = dict(data)
+    for section, keys in _PATH_KEYS.items():
+        values = data.get(section)
+        if not isinstance(values, dict):
             continue
-        if key == "name" and Path(value).suffix.lower() not in (".yaml", ".yml"):
-            continue  # a built-in survey's name
-        path = Path(value).expanduser()
-        resolved[key] = value if path.is_absolute() else os.path.abspath(folder / path)
-    return {**data, "survey": resolved}
+        resolved = dict(values)
+        for key in keys:
+            value = values.get(key)
+            if not isinstance(value, str) or not value:
+                continue
+            if (section, key) == ("survey", "name") and Path(value).suffix.lower() not in (".yaml", ".yml"):
+                continue  # a built-in survey's name
+            path = Path(value).expanduser()
+            resolved[key] = value if path.is_absolute() else os.path.abspath(folder / path)
+        out[section] = resolved
+    return out
 
 
 def _model_name(merged: dict[str, Any]) -> Any:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -19,13 +20,15 @@ import pandas as pd
 from anthology.config import ANTHOLOGY_METHODS, RunConfig
 from anthology.errors import ConfigError
 from anthology.evaluation import EVALUATION_VERSION, FILES
-from anthology.hashing import fingerprint
+from anthology.hashing import file_sha256, fingerprint
 from anthology.method.answering import AskConfig, compliance
 from anthology.method.answering import ask as ask_panel
 from anthology.method.backstories import BackstoryConfig, generate_backstories, summary
 from anthology.method.baselines import BASELINES, anthology_panel, baseline_contexts, dp_backstories, dp_panel
 from anthology.method.demographics import agreement, asked_traits, survey_demographics
+from anthology.method.margins import Margins, read_margins
 from anthology.method.matching import match_survey
+from anthology.method.settings import RAKED
 from anthology.models.base import LanguageModel
 from anthology.redact import redact_values
 from anthology.store import RunDir
@@ -158,6 +161,7 @@ def match(stage: StageRun) -> dict[str, Any]:
         c.matching.methods,
         seed=c.seed,
         objective=c.matching.objective,
+        margins=study_margins(c, survey),
     )
     stage.run.write("humans", survey.humans())
     stage.run.write("matches", matches)
@@ -165,6 +169,21 @@ def match(stage: StageRun) -> dict[str, Any]:
         "survey": {"name": c.survey.name, "data": c.survey.data, "respondents": len(survey.respondents)},
         "report": report.to_dict(orient="records"),
     }
+
+
+def study_margins(config: RunConfig, survey: Survey) -> Margins | None:
+    """The margins file's margins for the raked panel, checked against the survey; ``None`` when
+    there is no raked panel or no file (the survey's own margins)."""
+    path = config.matching.margins
+    return read_margins(path, survey) if path is not None and RAKED in config.matching.methods else None
+
+
+def margins_parts(config: RunConfig) -> dict[str, Any]:
+    """The raked panel depends on its margins file's contents, not on its path."""
+    path = config.matching.margins
+    if path is None or RAKED not in config.matching.methods:
+        return {}
+    return {"margins": file_sha256(Path(path))[:16] if Path(path).is_file() else "missing"}
 
 
 def run_survey(run: RunDir) -> Survey:
@@ -230,7 +249,13 @@ def evaluate(stage: StageRun) -> dict[str, Any]:
     from anthology.evaluation import evaluate as run_evaluation
 
     e = stage.config.evaluate
-    run_evaluation(stage.run.root, n_splits=e.splits, n_resamples=e.resamples, seed=stage.config.seed)
+    run_evaluation(
+        stage.run.root,
+        n_splits=e.splits,
+        n_resamples=e.resamples,
+        seed=stage.config.seed,
+        persona_weights=e.persona_weights,
+    )
     return dict(stage.run.manifest()["stages"]["evaluate"])  # what evaluate() recorded
 
 
@@ -263,6 +288,7 @@ STAGES: tuple[Stage, ...] = (
         model=False,
         survey=True,
         execute=match,
+        parts=margins_parts,
     ),
     Stage(
         "ask",
@@ -276,7 +302,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "evaluate",
         ("evaluate",),
-        ("answers", "distributions", "humans"),
+        ("answers", "distributions", "humans", "matches"),
         EVALUATION_FILES,
         model=False,
         survey=True,
@@ -286,7 +312,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "report",
         ("evaluate",),
-        ("answers", "distributions", "humans", "backstories", *EVALUATION_FILES),
+        ("answers", "distributions", "humans", "matches", "backstories", *EVALUATION_FILES),
         ("report.html",),
         model=False,
         survey=True,

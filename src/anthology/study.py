@@ -21,10 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from rich.console import Console
 
 from anthology import estimates, pipeline
 from anthology.config import ANTHOLOGY_METHODS, RunConfig, preset_settings
+from anthology.dry_run import print_estimate
 from anthology.errors import CapabilityError, ConfigError
 from anthology.evaluation import respondents_advice
 from anthology.files import writing
@@ -33,9 +35,11 @@ from anthology.models.cached_model import CachedModel, describe_calls
 from anthology.models.presets import describe_settings
 from anthology.models.response_cache import ResponseCache
 from anthology.pipeline import Stage
+from anthology.planned_requests import Artifacts
 from anthology.redact import redact, redact_values
 from anthology.store import RunDir
 from anthology.surveys import Survey, load_codebook, load_survey, survey_content_hash
+from anthology.token_counts import TokenCounter, counter_for
 
 
 @contextmanager
@@ -110,6 +114,7 @@ def plan(config: RunConfig, stages: Sequence[str] | None = None) -> Plan:
             f"survey {config.survey.name!r} has no respondent data: "
             "give its data file (survey.data or --data)"
         )
+    pipeline.study_margins(config, survey)  # a bad margins file is refused before any model call
     humans = len(survey.respondents)
     if "backstories" in names and "max-weight" in config.matching.methods and config.backstories.n < humans:
         raise ConfigError(
@@ -197,7 +202,7 @@ def run_study(
                         "needs (set to change)",
                         soft_wrap=True,
                     )
-                _check_size(study, model, console, dry_run=dry_run, huge_ok=huge_ok)
+                _check_size(study, run, model, cache, console, dry_run=dry_run, huge_ok=huge_ok, force=force)
             if (advice := _respondents_advice(study)) is not None:
                 console.print(f"note: {advice}", soft_wrap=True)
             if dry_run:
@@ -233,50 +238,114 @@ def _respondents(study: Plan) -> int | None:
     return None if respondents is None else len(respondents)
 
 
-def _check_size(study: Plan, model: CachedModel, console: Console, *, dry_run: bool, huge_ok: bool) -> None:
-    """Refuse a study beyond reason before its first model call (``huge_ok``: say so and go on); a
-    dry run measures the model and prints the estimate first."""
+def _check_size(
+    study: Plan,
+    run: RunDir,
+    model: CachedModel,
+    cache: ResponseCache | None,
+    console: Console,
+    *,
+    dry_run: bool,
+    huge_ok: bool,
+    force: bool,
+) -> None:
+    """Refuse a study beyond reason before its first model call (``huge_ok``: say so and go on) or
+    one that may cost more than its budget; a dry run measures the model and prints the estimate
+    first."""
     config = study.config
-    rows = estimates.estimate(config, [stage.name for stage in study.stages], study.survey)
+    counter = counter_for(model, config.model.name)
+    billing = estimates.Billing.of(model)
+    rows = _estimate(study, run, model, cache, counter, billing, force=force)
     rates = estimates.calibrate(model.model) if dry_run else None
     problem = estimates.beyond_reason(rows, config, rates, lambda: estimates.calibrate(model.model))
     if dry_run:
-        _dry_run(study, rows, rates, console)
+        shown = {"counter": counter, "billing": billing, "cached": cache is not None}
+        print_estimate(console, config, rows, rates, **shown)
+    if (budget := estimates.over_budget(rows, config.model)) is not None:
+        raise ConfigError(budget)
     if problem and not huge_ok:
         raise ConfigError(problem)
     if problem:
         console.print(f"warning: {problem.split(':')[0]}; running it anyway (--yes)")
 
 
-def _dry_run(
-    study: Plan, rows: list[dict[str, Any]], rates: estimates.Rates | None, console: Console
-) -> None:
-    from rich.table import Table
+def estimate_study(
+    config: RunConfig, *, open_model: ModelFactory, stages: Sequence[str] | None = None, force: bool = False
+) -> list[estimates.StageEstimate]:
+    """The estimate ``anthology run --dry-run`` prints for the ``stages`` of a study (default: all),
+    from the run directory as it is, without running anything or measuring the model."""
+    study = plan(config, stages)
+    run = RunDir(config.out)
+    with locked(run):
+        model, cache = open_model(config, run)
+        try:
+            counter = counter_for(model, config.model.name)
+            return _estimate(study, run, model, cache, counter, estimates.Billing.of(model), force=force)
+        finally:
+            model.close()
+            if cache is not None:
+                cache.close()
 
-    table = Table(title=f"dry run: {redact(study.config.model.name)} on {study.config.survey.name}")
-    for column in ("stage", "requests", "samples", "prompt tokens", "max generated tokens", "estimate"):
-        table.add_column(column, justify="right")
-    total = 0.0
-    for row in rows:
-        seconds = estimates.seconds(row, study.config, rates) if rates else None
-        total += seconds or 0.0
-        table.add_row(
-            row["stage"],
-            f"{row['requests']:,}",
-            f"{row['samples']:,}",
-            f"{row['prompt_tokens']:,}",
-            f"{row['max_generated_tokens']:,}",
-            f"{seconds / 60:.1f} min" if seconds is not None else "n/a",
-        )
-    console.print(table)
-    if rates:
-        console.print(
-            f"measured here: {rates['prefill_tokens_per_s']:.0f} prompt tokens/s, "
-            f"{rates['decode_steps_per_s']:.1f} decoding steps/s at batch {rates['batch']}; "
-            f"at most about {total / 60:.0f} min (generation rarely runs to max tokens)"
-        )
-    else:
-        console.print("time depends on the server: divide the token counts by its throughput")
+
+def _estimate(
+    study: Plan,
+    run: RunDir,
+    model: CachedModel,
+    cache: ResponseCache | None,
+    counter: TokenCounter,
+    billing: estimates.Billing,
+    *,
+    force: bool,
+) -> list[estimates.StageEstimate]:
+    names = [stage.name for stage in study.stages]
+    reused = [] if force else _reused(study, run, model)
+    return estimates.estimate(
+        study.config,
+        names,
+        study.survey or _matched_survey(run, names),
+        artifacts=_artifacts(study, run, reused),
+        counter=counter,
+        billing=billing,
+        cache=cache,
+        identity=model.identity,
+        reused=reused,
+    )
+
+
+def _reused(study: Plan, run: RunDir, model: CachedModel) -> list[str]:
+    """The model stages of the study that will be skipped: done and unchanged, with no stage before
+    them that runs (what a stage that runs writes may change what later ones read)."""
+    last = max((i for i, stage in enumerate(study.stages) if stage.model), default=-1)
+    found = []
+    for stage in study.stages[: last + 1]:
+        if _why(stage, run, stage_parts(stage, study.config, run, model), False) is not None:
+            break
+        found.append(stage.name)
+    return found
+
+
+def _artifacts(study: Plan, run: RunDir, reused: Sequence[str]) -> Artifacts:
+    """What the run directory holds that the stages will read as it is: the artifacts of stages
+    that will not run (again)."""
+    planned = {stage.name for stage in study.stages}
+
+    def usable(name: str) -> pd.DataFrame | None:
+        writer = _writers()[name]
+        if (writer in planned and writer not in reused) or not run.has(name) or run.damage(name):
+            return None
+        return run.read(name)
+
+    return Artifacts(backstories=usable("backstories"), matches=usable("matches"))
+
+
+def _matched_survey(run: RunDir, stages: Sequence[str]) -> Survey | None:
+    """For a stage command that answers without matching: the survey the run matched."""
+    if "ask" not in stages:
+        return None
+    try:
+        return pipeline.run_survey(run)
+    except ConfigError:  # not matched yet: the stage says so when it runs
+        return None
 
 
 def _writers() -> dict[str, str]:
@@ -377,5 +446,7 @@ def _run_stage(
         calls = stats.since(before)
         entry["model_calls"] = calls
         entry["model"] = top["model"] = {**dumped["model"], **pipeline.model_record(model)}
-        console.print(f"    {describe_calls(calls)}, {seconds:.1f}s")
+        spent = estimates.price(calls["prompt_tokens"], calls["completion_tokens"], config.model)
+        paid = f", cost {estimates.money_text(spent)}" if spent is not None else ""
+        console.print(f"    {describe_calls(calls)}{paid}, {seconds:.1f}s")
     run.record(stage.name, entry, **top)

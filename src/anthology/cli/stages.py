@@ -196,10 +196,19 @@ def _show_demographics(entry: dict[str, Any], run: RunDir) -> None:
 
 
 def _show_match(entry: dict[str, Any], run: RunDir) -> None:
+    from anthology.method.raked_panel import describe
+    from anthology.method.settings import RAKED
+
     survey = entry["survey"]
-    _print_table(
-        f"matching {survey['respondents']} respondents of {survey['name']}", _records(entry["report"])
-    )
+    matchings = [row for row in entry["report"] if row["method"] != RAKED]
+    if matchings:
+        _print_table(
+            f"matching {survey['respondents']} respondents of {survey['name']}",
+            _records(matchings).dropna(axis=1, how="all").convert_dtypes(),  # counts print as counts
+        )
+    for row in entry["report"]:
+        if row["method"] == RAKED:
+            Console().print(describe(row), soft_wrap=True, highlight=False)
 
 
 def _show_ask(entry: dict[str, Any], run: RunDir) -> None:

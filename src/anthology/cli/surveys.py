@@ -60,6 +60,49 @@ def show(name: str, data: Path | None) -> None:
     console.print(_questions_table(survey))
 
 
+@surveys.command("init")
+@click.argument("data", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the codebook (default: next to DATA, with the extension .yaml).",
+)
+@click.option("--force", is_flag=True, help="Overwrite the output file if it exists.")
+def init(data: Path, output: Path | None, force: bool) -> None:
+    """Draft a codebook from DATA (.sav, .dta, .csv, .parquet, ...): variable labels become wordings,
+    value labels ordered options, "Refused" and user-missing codes missing codes; the weight, the
+    respondent id and the persona traits' columns are proposed. Every guess is marked "# GUESS:" in the
+    file; what could not be guessed is listed at its end and here."""
+    from anthology.errors import ConfigError
+    from anthology.files import atomic_write
+    from anthology.surveys.draft import draft_codebook
+
+    target = output or data.with_suffix(".yaml")
+    if target.exists() and not force:
+        raise ConfigError(f"{target} exists; pass --force to overwrite it, or choose another path with -o")
+    draft = draft_codebook(data, target)
+    if not target.parent.is_dir():
+        raise ConfigError(f"folder {target.parent} does not exist; create it or choose another path with -o")
+    atomic_write(target, lambda tmp: tmp.write_text(draft.text, encoding="utf-8"))
+    codebook = draft.codebook
+    if codebook is not None:
+        traits = ", ".join(f"{name} ({trait.column})" for name, trait in codebook.traits.items()) or "none"
+        click.echo(
+            f"wrote {target}: {len(codebook.questions)} questions; traits: {traits}; "
+            f"weight: {codebook.weight or 'none'}; respondent id: {codebook.respondent_id or 'none'}"
+        )
+    else:
+        click.echo(f"wrote {target} (it does not load yet: see the to-do list)")
+    click.echo(f'{draft.guesses} guesses are marked "# GUESS:" in the file: check them.')
+    for title, items in (("to do", draft.todo), ("left out", draft.left_out)):
+        if items:
+            click.echo(f"{title}:")
+            for item in items:
+                click.echo(f"  - {item}")
+    click.echo(f"then: anthology surveys show {target} --data {data}")
+
+
 def _print_summary(console: Console, survey: Survey, data_source: str | None) -> None:
     codebook = survey.codebook
     console.print(f"[bold]{survey.name}[/bold]: {escape(codebook.title)}", highlight=False)

@@ -14,13 +14,20 @@ whether a stored evaluation is current; :mod:`.names` holds the method ids and l
 :mod:`.sizes` the rules for when a number means something.
 
 Conventions. The humans are ``humans.parquet`` with their survey weights; each method's personas are
-its rows of ``answers.parquet`` pivoted to one row per respondent, each counting once (no weights).
+its rows of ``answers.parquet`` pivoted to one row per respondent, each counting once (no weights, the
+paper's) on the method's row and with its respondent's survey weight on its ``:weighted`` row
+(``evaluate.persona_weights``: ``equal``, ``survey`` or ``both``); the raked panel's personas (no
+respondent, one row each) always count with their raking weights from ``matches.parquet``.
+Weighted rows also give ``n_effective`` (Kish) and ``max_weight_ratio``.
 ``wd_raw`` is ``scipy.stats.wasserstein_distance`` on positions 1..K (the paper's WD) and
 ``wd_normalized`` divides it by K-1 (OpinionQA's form). ``wd_expected_*`` use the exact expected
 distributions of logprob-mode runs instead of the sampled answers. Intervals are 95% percentile
 bootstrap intervals (humans and personas resampled independently, the same seed for every method);
 for the lower-bound row they are the middle 95% of the split-half values. The alpha of the lower-bound
-row is the humans' own (survey-weighted) Cronbach's alpha.
+row is the humans' own (survey-weighted) Cronbach's alpha. ``worth_n_humans`` is the number of
+random respondents whose WD against the humans equals the method's (docs/worth-n-humans.md), read off
+the curve in ``worth_curve``; its interval is where the curve's band (the middle 95% of its draws)
+crosses the method's WD.
 
 A Fro. or alpha the data cannot support (one question, fewer than :data:`MIN_COMPLETE` complete
 respondents, answers that vary on fewer than two questions, a constant total score; for the lower
@@ -58,6 +65,8 @@ from anthology.evaluation.tables import (
     best_of,
     paper_table,
     table_notes,
+    weighting_lines,
+    worth_cell,
 )
 
 __all__ = [
@@ -90,5 +99,7 @@ __all__ = [
     "respondents_advice",
     "staleness",
     "table_notes",
+    "weighting_lines",
+    "worth_cell",
     "write_evaluation",
 ]

@@ -1,8 +1,11 @@
-"""Compute an evaluation from loaded run data (:func:`compute`, no I/O): per method the paper's
-metrics with bootstrap intervals, the expected-distribution WD of log-prob runs and the matched-pair
-agreement; per question and per subgroup the same with the humans' split-half lower bound; and the
-option coverage of the log-prob stages. A Fro. or alpha that :mod:`.sizes` finds undefined is NaN with
-its reason in ``note`` (and no interval). The conventions are in :mod:`anthology.evaluation`."""
+"""Compute an evaluation from loaded run data (:func:`compute`, no I/O): per method (one row per
+weighting of its personas, :meth:`~anthology.evaluation.load.RunData.rows`) the paper's
+metrics with bootstrap intervals, the expected-distribution WD of log-prob runs, the matched-pair
+agreement and how many humans its panel is worth (read off the humans' curve of WD against panel
+size, :mod:`anthology.metrics.worth`); per question and per subgroup the same with the humans'
+split-half lower bound; and the option coverage of the log-prob stages. A Fro. or alpha that
+:mod:`.sizes` finds undefined is NaN with its reason in ``note`` (and no interval). The conventions
+are in :mod:`anthology.evaluation`."""
 
 from __future__ import annotations
 
@@ -15,14 +18,16 @@ import pandas as pd
 
 from anthology.coverage import score_coverage
 from anthology.evaluation.load import RunData
-from anthology.evaluation.names import AGREEMENT, LOWER_BOUND
-from anthology.evaluation.sizes import alpha_note, frobenius_note, split_note
+from anthology.evaluation.names import AGREEMENT, LOWER_BOUND, row_method
+from anthology.evaluation.sizes import alpha_note, frobenius_note, split_note, worth_note
 from anthology.evaluation.tables import agreement_table, paper_table
+from anthology.method.raking import kish_ess
 from anthology.metrics import (
     SCALAR_METRICS,
     Comparison,
     LowerBound,
     WassersteinDistances,
+    WorthCurve,
     bootstrap,
     compare,
     expected_distributions,
@@ -33,11 +38,16 @@ from anthology.metrics import (
     subgroup_breakdown,
     subgroup_table,
     wasserstein_distances,
+    worth_curve,
+    worth_n_humans,
 )
 
 _PERSONA_METRICS = ("wd_raw", "wd_normalized", "frobenius", "alpha_personas", "alpha_personas_weighted")
 #: The metric row counting each row's respondents (the personas; the humans on the lower-bound row).
 N_RESPONDENTS = "n_respondents"
+#: A weighted row's Kish effective sample size and largest weight relative to the mean weight.
+N_EFFECTIVE = "n_effective"
+MAX_WEIGHT_RATIO = "max_weight_ratio"
 _HUMAN_ALPHAS = ("alpha_humans", "alpha_humans_weighted")
 _SPLIT_SPREAD = (2.5, 97.5)
 _FLOORS = ("lower_bound_wd_raw", "lower_bound_frobenius")
@@ -48,13 +58,16 @@ _SUBGROUP_COLUMNS = ("method", "trait", "group", "n_humans", "n_personas", *SCAL
 class Evaluation:
     """The evaluation of a run: ``metrics`` (long: method, metric, value, ci_low, ci_high, note; the
     rows of metrics.csv), ``per_question`` and ``per_subgroup`` tables, ``coverage`` (observed and imputed
-    option mass of log-prob stages, :func:`anthology.coverage.score_coverage`); ``table`` (the paper's
-    layout) and ``agreement`` (matched pairs) are derived from ``metrics``."""
+    option mass of log-prob stages, :func:`anthology.coverage.score_coverage`), ``worth_curve`` (the
+    humans' WD against panel size that ``worth_n_humans`` is read off: size, wd_raw and its band
+    wd_raw_low, wd_raw_high); ``table`` (the paper's layout) and ``agreement`` (matched pairs) are
+    derived from ``metrics``."""
 
     metrics: pd.DataFrame
     per_question: pd.DataFrame
     per_subgroup: pd.DataFrame
     coverage: pd.DataFrame
+    worth_curve: pd.DataFrame
 
     @cached_property
     def table(self) -> pd.DataFrame:
@@ -66,40 +79,52 @@ class Evaluation:
         return agreement_table(self.metrics)
 
 
-def compute(data: RunData, *, n_splits: int, n_resamples: int, seed: int) -> Evaluation:
-    """Every metric of every method in ``data`` (see :mod:`anthology.evaluation`)."""
+def compute(
+    data: RunData, *, n_splits: int, n_resamples: int, seed: int, persona_weights: str = "equal"
+) -> Evaluation:
+    """Every metric of every method in ``data`` (see :mod:`anthology.evaluation`); the persona side
+    of each method's rows weighted as ``persona_weights`` says (:meth:`RunData.rows`)."""
     human, k, w = data.human_answers, data.n_options, data.human_weights
     lower = human_lower_bound(human, k, w, n_splits=n_splits, seed=seed)
+    curve = worth_curve(human, k, w, n_draws=n_splits, seed=seed)
     metrics, questions, subgroups = [], [], []
-    for method in data.methods:
-        personas = data.persona_answers(method)
-        result = compare(human, personas, k, human_weights=w)
-        ci = bootstrap(human, personas, k, human_weights=w, n_resamples=n_resamples, seed=seed)
+    rows = data.rows(persona_weights)
+    agreed: set[str] = set()  # each human-persona pair counts with the human's weight on every row
+    for row in rows:
+        method, _ = row_method(row)
+        personas, pw = data.persona_answers(method), data.persona_weights(row)
+        result = compare(human, personas, k, human_weights=w, persona_weights=pw)
+        ci = bootstrap(
+            human, personas, k, human_weights=w, persona_weights=pw, n_resamples=n_resamples, seed=seed
+        )
         scalars = _undefine(metrics_table(result, ci), _comparison_notes(result))
         per_question = per_question_table(result, data.question_ids, ci, lower)
-        expected = _expected_wd(data, method, result)
-        agreement = individual_agreement(human, data.matched_answers(method), k, weights=w)
-        extra = {N_RESPONDENTS: result.n_personas, **{name: getattr(agreement, name) for name in AGREEMENT}}
-        per_question["exact_match_rate"] = agreement.per_question_exact_match_rate
-        per_question["mean_abs_distance"] = agreement.per_question_mean_abs_distance
+        expected = _expected_wd(data, method, result, pw)
+        extra = {N_RESPONDENTS: result.n_personas, **_weight_rows(pw)}
+        if data.has_respondents(method) and method not in agreed:  # the raked pool has no pairs
+            agreed.add(method)
+            agreement = individual_agreement(human, data.matched_answers(method), k, weights=w)
+            extra |= {name: getattr(agreement, name) for name in AGREEMENT}
+            per_question["exact_match_rate"] = agreement.per_question_exact_match_rate
+            per_question["mean_abs_distance"] = agreement.per_question_mean_abs_distance
         if expected is not None:
             extra["wd_expected_raw"] = expected.mean_raw
             extra["wd_expected_normalized"] = expected.mean_normalized
             per_question["wd_expected_raw"] = expected.per_question_raw
             per_question["wd_expected_normalized"] = expected.per_question_normalized
-        if method == data.methods[0]:  # the humans' alphas and their intervals are the same in every run
+        if row == rows[0]:  # the humans' alphas and their intervals are the same in every run
             human_rows = pd.concat(
                 [
                     _lower_bound_rows(lower, len(data.question_ids)),
                     scalars[scalars["metric"].isin(_HUMAN_ALPHAS)],
-                    _rows({N_RESPONDENTS: result.n_humans}),
+                    _rows({N_RESPONDENTS: result.n_humans, **_weight_rows(w)}),
                 ]
             )
-        metrics.append(
-            _with_method(pd.concat([scalars[scalars["metric"].isin(_PERSONA_METRICS)], _rows(extra)]), method)
-        )
-        questions.append(_with_method(per_question, method))
-        subgroups.extend(_subgroups(data, method, personas))
+        persona_rows = scalars[scalars["metric"].isin(_PERSONA_METRICS)]
+        worth = _worth_row(curve, result.wd_raw)
+        metrics.append(_with_method(pd.concat([persona_rows, worth, _rows(extra)]), row))
+        questions.append(_with_method(per_question, row))
+        subgroups.extend(_subgroups(data, row, personas, pw))
     metrics.append(_with_method(human_rows, LOWER_BOUND))
     per_subgroup = pd.DataFrame(columns=list(_SUBGROUP_COLUMNS))  # a survey without traits has no subgroups
     if subgroups:
@@ -111,6 +136,9 @@ def compute(data: RunData, *, n_splits: int, n_resamples: int, seed: int) -> Eva
         per_question=pd.concat(questions, ignore_index=True),
         per_subgroup=per_subgroup,
         coverage=score_coverage(data.answers, data.demographics),
+        worth_curve=pd.DataFrame(
+            {"size": curve.sizes, "wd_raw": curve.wd_raw, "wd_raw_low": curve.low, "wd_raw_high": curve.high}
+        ),
     )
 
 
@@ -157,6 +185,21 @@ def _undefine(table: pd.DataFrame, notes: Mapping[str, str]) -> pd.DataFrame:
     return table
 
 
+def _worth_row(curve: WorthCurve, wd_raw: float) -> pd.DataFrame:
+    """The ``worth_n_humans`` row: the panel size whose WD matches ``wd_raw`` and the sizes where the
+    curve's band does; at the grid's end, with the reason, when it lies beyond."""
+    worth = worth_n_humans(curve, wd_raw)
+    return pd.DataFrame(
+        {
+            "metric": ["worth_n_humans"],
+            "value": [worth.estimate],
+            "ci_low": [worth.low],
+            "ci_high": [worth.high],
+            "note": [worth_note(worth, curve.sizes)],
+        }
+    )
+
+
 def _lower_bound_rows(lower: LowerBound, q: int) -> pd.DataFrame:
     """The lower bound's scalars with the middle 95% of the split values as the interval (NaN, like
     the mean, when a split left the metric undefined); Fro. undefined when a split half fails the
@@ -173,18 +216,32 @@ def _lower_bound_rows(lower: LowerBound, q: int) -> pd.DataFrame:
     return _undefine(table, {"frobenius": note} if note else {})
 
 
-def _expected_wd(data: RunData, method: str, result: Comparison) -> WassersteinDistances | None:
-    """WD between the humans and the method's exact expected distributions, or ``None`` without them."""
+def _weight_rows(weights: np.ndarray | None) -> dict[str, float]:
+    """A weighted panel's Kish effective sample size and largest weight relative to the mean (none
+    for a panel whose members count once)."""
+    if weights is None:
+        return {}
+    return {N_EFFECTIVE: kish_ess(weights), MAX_WEIGHT_RATIO: float(weights.max() / weights.mean())}
+
+
+def _expected_wd(
+    data: RunData, method: str, result: Comparison, weights: np.ndarray | None
+) -> WassersteinDistances | None:
+    """WD between the humans and the method's exact expected distributions (members weighted as in
+    ``result``), or ``None`` without them."""
     probabilities = data.probabilities(method)
     if probabilities is None:
         return None
-    expected = expected_distributions(probabilities, data.n_options)
+    expected = expected_distributions(probabilities, data.n_options, weights)
     return wasserstein_distances(result.human_distributions, expected, data.n_options)
 
 
-def _subgroups(data: RunData, method: str, personas: np.ndarray) -> list[pd.DataFrame]:
-    """Per trait, the method's metrics within each subgroup; personas take their human's group."""
-    persona_ids = data.persona_frame(method).index
+def _subgroups(
+    data: RunData, metrics_row: str, personas: np.ndarray, weights: np.ndarray | None
+) -> list[pd.DataFrame]:
+    """Per trait, a metrics row's metrics within each subgroup; personas take their human's group (in
+    the raked pool, their own most likely category), and keep their weights."""
+    method, _ = row_method(metrics_row)
     frames = []
     for trait in data.traits:
         breakdown = subgroup_breakdown(
@@ -192,8 +249,9 @@ def _subgroups(data: RunData, method: str, personas: np.ndarray) -> list[pd.Data
             personas,
             data.n_options,
             data.groups(trait, data.humans["respondent_id"]),
-            data.groups(trait, persona_ids),
+            data.persona_groups(method, trait),
             human_weights=data.human_weights,
+            persona_weights=weights,
         )
         table = subgroup_table(breakdown, group="group")
         notes = [_comparison_notes(result) for result in breakdown.values()]
@@ -202,7 +260,7 @@ def _subgroups(data: RunData, method: str, personas: np.ndarray) -> list[pd.Data
                 table.loc[row, list(noted)] = np.nan
         table["note"] = [_join_notes(noted) for noted in notes]
         table["group"] = [data.category(trait, code) for code in table["group"]]
-        frames.append(table.assign(method=method, trait=trait)[["method", "trait", *table.columns]])
+        frames.append(table.assign(method=metrics_row, trait=trait)[["method", "trait", *table.columns]])
     return frames
 
 

@@ -19,6 +19,7 @@ FILES = {
     "per_question": "metrics_per_question.csv",
     "per_subgroup": "metrics_per_subgroup.csv",
     "coverage": "score_coverage.csv",
+    "worth_curve": "metrics_worth_curve.csv",
 }
 #: The tables whose ``note`` column says why a value is undefined.
 NOTED = ("metrics", "per_subgroup")

@@ -3,8 +3,9 @@ and Cronbach's alpha are read from (:data:`MIN_COMPLETE`), the rules that leave 
 reason instead (:func:`frobenius_note`, :func:`alpha_note`, :func:`split_note`), the number of humans
 from which the split-half is read as a lower bound (:data:`RELIABLE_RESPONDENTS`,
 :func:`lower_bound_label`), and the advice ``anthology run`` gives below it
-(:func:`respondents_advice`). The reasons for the numbers are in docs/runs.md, "Reading the
-evaluation at small sizes"."""
+(:func:`respondents_advice`), and why a panel's worth in humans is only a bound
+(:func:`worth_note`). The reasons for the numbers are in docs/runs.md, "Reading the evaluation at
+small sizes", and docs/worth-n-humans.md."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import math
 import numpy as np
 
 from anthology.evaluation.names import LOWER_BOUND_LABEL
-from anthology.metrics import LowerBound, Support
+from anthology.metrics import LowerBound, Support, Worth
 
 #: Complete respondents (every question answered) each side needs for its correlation matrix and its
 #: alpha to be read: below ten, one correlation's standard error (about ``1/sqrt(n - 1)`` near zero)
@@ -75,6 +76,19 @@ def split_note(q: int, lower: LowerBound) -> str | None:
     flat = int((lower.varying_per_split.min(axis=1) < 2).sum())
     if flat:
         return f"in {flat} of {splits} splits a half's answers vary on fewer than two questions"
+    return None
+
+
+def worth_note(worth: Worth, sizes: np.ndarray) -> str | None:
+    """Why a panel's worth in humans is the end of the curve's grid rather than a reading of it
+    (the panel's WD lies beyond the curve), ``None`` when it is read off the curve."""
+    if worth.below:
+        return f"its WD is above that of {sizes[0]:,} random respondents: worth {sizes[0]:,} or fewer"
+    if worth.above:
+        return (
+            f"its WD is below that of {sizes[-1]:,} random respondents, the largest panel the humans "
+            f"give: worth {sizes[-1]:,} or more"
+        )
     return None
 
 

@@ -19,22 +19,27 @@ from anthology.store import RunDir
 @dataclass(frozen=True)
 class Settings:
     """What an evaluation's numbers depend on besides the run: the humans' split halves for the
-    lower bound, the bootstrap resamples and the seed of both."""
+    lower bound (also the draws per size of the worth-in-humans curve), the bootstrap resamples and
+    the seed of all."""
 
     n_splits: int = 100
     n_resamples: int = 1000
     seed: int = 0
+    persona_weights: str = "equal"  # which rows each method gets (``RunData.rows``)
 
     def describe(self) -> str:
-        return f"seed {self.seed}, {self.n_splits} splits, {self.n_resamples} resamples"
+        weights = "" if self.persona_weights == "equal" else f", persona weights {self.persona_weights}"
+        return f"seed {self.seed}, {self.n_splits} splits, {self.n_resamples} resamples{weights}"
 
 
 DEFAULTS = Settings()
 
 #: The version of what an evaluation computes: raised when its numbers or files change meaning, so a
 #: stored evaluation of an older version is made again. 2: undefined statistics are NaN with a reason
-#: (the ``note`` column), subgroups cover every trait.
-EVALUATION_VERSION = 2
+#: (the ``note`` column), subgroups cover every trait. 3: each method's worth in humans
+#: (``worth_n_humans``) and the curve it is read off (metrics_worth_curve.csv); weighted rows and the
+#: raked panel (read from matches.parquet, now an input).
+EVALUATION_VERSION = 3
 
 
 def evaluate(
@@ -43,13 +48,16 @@ def evaluate(
     n_splits: int = DEFAULTS.n_splits,
     n_resamples: int = DEFAULTS.n_resamples,
     seed: int = DEFAULTS.seed,
+    persona_weights: str = DEFAULTS.persona_weights,
 ) -> Evaluation:
     """Compute every metric of every method in the run directory, write its files there (metrics.csv,
-    metrics_per_question.csv, metrics_per_subgroup.csv, score_coverage.csv: ``FILES``) and record the
-    stage in the manifest (see :mod:`anthology.evaluation`)."""
+    metrics_per_question.csv, metrics_per_subgroup.csv, score_coverage.csv, metrics_worth_curve.csv:
+    ``FILES``) and record the stage in the manifest (see :mod:`anthology.evaluation`)."""
     started = time.perf_counter()
     data = load_run(run_dir)
-    evaluation = compute(data, n_splits=n_splits, n_resamples=n_resamples, seed=seed)
+    evaluation = compute(
+        data, n_splits=n_splits, n_resamples=n_resamples, seed=seed, persona_weights=persona_weights
+    )
     write_evaluation(evaluation, data.run.root)
     data.run.record(
         "evaluate",
@@ -58,8 +66,9 @@ def evaluate(
             "seed": seed,
             "n_splits": n_splits,
             "n_resamples": n_resamples,
+            "persona_weights": persona_weights,
             "methods": list(data.methods),
-            "inputs": data.inputs,  # SHA-256 of answers.parquet and humans.parquet as evaluated
+            "inputs": data.inputs,  # SHA-256 of answers, humans and matches .parquet as evaluated
             "version": EVALUATION_VERSION,
         },
     )
@@ -100,12 +109,15 @@ def recorded_settings(manifest: dict[str, Any]) -> tuple[Settings, str]:
     the run's config (``config.evaluate`` and ``config.seed``), else the defaults."""
     stage = _stage(manifest)
     if stage:
-        settings = _settings(stage.get("n_splits"), stage.get("n_resamples"), stage.get("seed"))
+        settings = _settings(
+            stage.get("n_splits"), stage.get("n_resamples"), stage.get("seed"), stage.get("persona_weights")
+        )
         return settings, "its last evaluation's settings"
     config = manifest.get("config")
     if config:
         section = config.get("evaluate") or {}
-        settings = _settings(section.get("splits"), section.get("resamples"), config.get("seed"))
+        given = (section.get("splits"), section.get("resamples"), config.get("seed"))
+        settings = _settings(*given, section.get("persona_weights"))
         return settings, "its config's settings"
     return DEFAULTS, "the default settings"
 
@@ -128,7 +140,9 @@ def _stage(manifest: dict[str, Any]) -> dict[str, Any]:
     return manifest.get("stages", {}).get("evaluate") or {}
 
 
-def _settings(n_splits: Any, n_resamples: Any, seed: Any) -> Settings:
+def _settings(n_splits: Any, n_resamples: Any, seed: Any, persona_weights: Any = None) -> Settings:
     """Settings from recorded values, the defaults where one is missing."""
     given = {"n_splits": n_splits, "n_resamples": n_resamples, "seed": seed}
-    return Settings(**{**asdict(DEFAULTS), **{k: int(v) for k, v in given.items() if v is not None}})
+    counts = {k: int(v) for k, v in given.items() if v is not None}
+    weights = {"persona_weights": str(persona_weights)} if persona_weights is not None else {}
+    return Settings(**{**asdict(DEFAULTS), **counts, **weights})

@@ -34,13 +34,14 @@ Each question is put after the panel member's context as the paper's block::
 
 Question order is shuffled and each question's options are reversed at random per member; answers are
 mapped back to the canonical option position. Every random choice (order, reversal, draws, sampling
-seeds) is a stable hash of ``(seed, method, respondent_id[, question_id])``, so a member's answers do not
-depend on the panel's order or on which other members share a batch.
+seeds) is a stable hash of ``(seed, method, respondent_id[, question_id])`` (the persona instead of the
+respondent in a panel without respondents, the raked pool), so a member's answers do not depend on the
+panel's order or on which other members share a batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,6 +94,11 @@ class _Member:
     context: Prompt
     order: tuple[str, ...]
 
+    @property
+    def key(self) -> Any:
+        """Who the member is within its method: its respondent (:func:`member_key`)."""
+        return member_key(self.respondent_id, self.persona_id)
+
 
 @dataclass(frozen=True)
 class _Job:
@@ -103,7 +109,7 @@ class _Job:
     order: int
     reversed: bool
     prompt: Prompt
-    key: tuple[object, ...]  # (seed, method, respondent_id, question_id)
+    key: tuple[object, ...]  # (seed, method, member key, question_id)
 
     @property
     def asked(self) -> tuple[str, ...]:
@@ -191,6 +197,29 @@ def _ask_block(
     return _answers_frame([_row(job, reply) for job, reply in pairs])
 
 
+def planned_jobs(
+    panel: pd.DataFrame,
+    questionnaire: Questionnaire,
+    seed: int,
+    config: AskConfig,
+    said: Callable[[_Job], str],
+) -> list[list[_Job]]:
+    """Each panel member's jobs in the order it is asked them, without the model: in sequential mode
+    every earlier answer in the context is ``said(job)``, a stand-in for what the model will say
+    (the jobs of a member's first question, and every job in independent mode, are exactly those
+    the stage sends). For estimating a stage before it runs."""
+    planned = []
+    for member in _members(panel, questionnaire, seed, config):
+        jobs = []
+        for k, question_id in enumerate(member.order):
+            job = _job(member, questionnaire[question_id], k, seed, config)
+            if config.context == "sequential":
+                member.context = _with_answer(job.prompt, said(job))
+            jobs.append(job)
+        planned.append(jobs)
+    return planned
+
+
 def _cohort(model: LanguageModel, members: list[_Member], questionnaire: Questionnaire) -> int:
     """How many members answer turn by turn together in sequential mode: as many whole conversations
     as the model keeps between calls (``conversation_tokens``; about 3 characters a token), so that
@@ -207,22 +236,34 @@ def _cohort(model: LanguageModel, members: list[_Member], questionnaire: Questio
 
 def _answers_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     answers = pd.DataFrame(rows, columns=list(ANSWER_COLUMNS))
+    ids = [row["respondent_id"] for row in rows]
+    if any(pd.isna(i) for i in ids) and all(isinstance(i, int | np.integer) for i in ids if pd.notna(i)):
+        answers["respondent_id"] = pd.array(ids, dtype="Int64")  # members without respondents: not floats
     answers["position"] = answers["position"].astype("Int64")
     answers["coverage"] = answers["coverage"].astype(float)
     answers["imputed"] = answers["imputed"].astype(float)
     return answers
 
 
+def member_key(respondent_id: Any, persona_id: Any) -> Any:
+    """A panel member's key within its method: the respondent it answers for, or, in a panel
+    without respondents (the raked pool), its persona."""
+    return persona_id if pd.isna(respondent_id) else respondent_id
+
+
 def _check_panel(panel: pd.DataFrame) -> None:
     missing = [c for c in PANEL_COLUMNS if c not in panel.columns]
     if missing:
         raise ConfigError(f"the panel lacks the column(s) {missing}; it needs {list(PANEL_COLUMNS)}")
-    duplicated = panel.duplicated(["method", "respondent_id"])
+    keys = [member_key(r, p) for r, p in zip(panel["respondent_id"], panel["persona_id"], strict=True)]
+    duplicated = pd.DataFrame({"method": panel["method"].to_numpy(), "key": keys}).duplicated()
     if duplicated.any():
-        row = panel[duplicated].iloc[0]
+        row = panel[duplicated.to_numpy()].iloc[0]
+        known = pd.notna(row["respondent_id"])
+        who = f"respondent {row['respondent_id']!r}" if known else f"persona {row['persona_id']!r}"
         raise ConfigError(
-            f"the panel has respondent {row['respondent_id']!r} twice under method {row['method']!r}; "
-            "each (method, respondent_id) answers once"
+            f"the panel has {who} twice under method {row['method']!r}; "
+            "each (method, respondent_id) answers once, or each persona in a panel without respondents"
         )
     styles = panel["style"]
     bad = styles[~styles.isin(("completion", "chat"))]
@@ -237,7 +278,7 @@ def _members(
     for row in panel.itertuples(index=False):
         order = questionnaire.ids
         if config.shuffle_questions:
-            key = (seed, row.method, row.respondent_id)
+            key = (seed, row.method, member_key(row.respondent_id, row.persona_id))
             order = tuple(sorted(order, key=lambda q, key=key: stable_int(*key, q, "order")))
         context = _with_system(row.style, row.context)
         members.append(_Member(row.method, row.respondent_id, row.persona_id, context, order))
@@ -253,9 +294,14 @@ def _with_system(style: str, context: str) -> Prompt:
     return ({"role": "system", "content": prompts.CHAT_SYSTEM}, *prompt)
 
 
+def reversed_options(seed: int, method: str, member: Any, question_id: str, config: AskConfig) -> bool:
+    """Whether a member (its :func:`member_key`) of a method sees a question's options reversed."""
+    return config.reverse_options and bool(stable_int(seed, method, member, question_id, "reverse") & 1)
+
+
 def _job(member: _Member, question: Question, order: int, seed: int, config: AskConfig) -> _Job:
-    key = (seed, member.method, member.respondent_id, question.id)
-    flip = config.reverse_options and bool(stable_int(*key, "reverse") & 1)
+    key = (seed, member.method, member.key, question.id)
+    flip = reversed_options(seed, member.method, member.key, question.id, config)
     labels = question.labels[::-1] if flip else question.labels
     block = prompts.multiple_choice(question.wording, labels, instruction=config.instruction)
     return _Job(member, question, order, flip, question_prompt(member.context, block), key)
@@ -281,18 +327,7 @@ def _sample(model: LanguageModel, jobs: Sequence[_Job], config: AskConfig) -> li
     for attempt in range(config.max_attempts):
         if not pending:
             break
-        requests = [
-            GenerateRequest(
-                jobs[i].prompt,
-                n=1,
-                first_sample=attempt,
-                temperature=config.temperature,
-                max_tokens=config.max_tokens,
-                stop=config.stop,
-                seed=stable_int(*jobs[i].key, "sample"),
-            )
-            for i in pending
-        ]
+        requests = [sample_request(jobs[i], attempt, config) for i in pending]
         still = []
         for i, result in zip(pending, model.generate(requests), strict=True):
             text = result.samples[0].text
@@ -307,9 +342,27 @@ def _sample(model: LanguageModel, jobs: Sequence[_Job], config: AskConfig) -> li
     return replies
 
 
+def sample_request(job: _Job, attempt: int, config: AskConfig) -> GenerateRequest:
+    """The ``attempt``-th sampled answer to a job (its sample index is the attempt)."""
+    return GenerateRequest(
+        job.prompt,
+        n=1,
+        first_sample=attempt,
+        temperature=config.temperature,
+        max_tokens=config.max_tokens,
+        stop=config.stop,
+        seed=stable_int(*job.key, "sample"),
+    )
+
+
+def score_request(job: _Job) -> ScoreRequest:
+    """A job's option letters to score (logprob mode)."""
+    return ScoreRequest(job.prompt, continuations(job.prompt, len(job.asked)))
+
+
 def _score(model: LanguageModel, jobs: Sequence[_Job]) -> list[_Reply]:
     """Score every job's option letters and draw one answer from the renormalised probabilities."""
-    requests = [ScoreRequest(j.prompt, continuations(j.prompt, len(j.asked))) for j in jobs]
+    requests = [score_request(j) for j in jobs]
     replies = []
     for job, result in zip(jobs, model.score(requests), strict=True):
         masses = prompts.option_masses(result.logprobs, len(job.asked))

@@ -41,26 +41,69 @@ def stored_prompt(prompt: Prompt) -> str:
     return prompt if isinstance(prompt, str) else json.dumps([dict(m) for m in prompt])
 
 
+#: Rounds of preamble answers drawn before the model is taken not to play the interview.
+PREAMBLE_ROUNDS = 20
+#: Most tokens of a preamble answer.
+PREAMBLE_TOKENS = 16
+
+
+def preamble_draws(missing: int) -> int:
+    """How many preamble answers a round draws when ``missing`` "yes" answers are still wanted."""
+    return max(8, int(missing * 1.5))
+
+
+def preamble_request(config: BackstoryConfig, seed: int, want: int, drawn: int) -> GenerateRequest:
+    """A round of ``want`` preamble answers after the ``drawn`` ones of earlier rounds."""
+    assert config.preamble is not None
+    return GenerateRequest(
+        _interview(config.style, [(config.preamble, None)]),
+        n=want,
+        first_sample=drawn,
+        temperature=1.0,
+        top_p=1.0,
+        max_tokens=PREAMBLE_TOKENS,
+        stop=("\n",),
+        seed=stable_int(seed, "preamble"),
+    )
+
+
+def interview_turns(config: BackstoryConfig, yes: str | None) -> list[tuple[str, str | None]]:
+    """A backstory's interview: the preamble answered ``yes`` (when there is a preamble), then the
+    question, left for the model."""
+    turns: list[tuple[str, str | None]] = [(config.preamble, yes)] if config.preamble else []
+    return [*turns, (config.question, None)]
+
+
+def backstory_request(
+    config: BackstoryConfig, turns: list[tuple[str, str | None]], seed: int, index: int
+) -> GenerateRequest:
+    """The request that writes the ``index``-th backstory after its interview ``turns``. A seed per
+    persona: personas whose preamble reads the same still get different stories."""
+    return GenerateRequest(
+        _interview(config.style, turns),
+        n=1,
+        temperature=config.temperature,
+        top_p=config.top_p,
+        max_tokens=config.max_tokens,
+        stop=config.stop,
+        seed=stable_int(seed, "backstory", persona_id(index)),
+    )
+
+
+def story_context(config: BackstoryConfig, turns: list[tuple[str, str | None]], text: str) -> Prompt:
+    """The interview with the backstory ``text`` as its last answer: what later stages condition on."""
+    return _interview(config.style, [*turns[:-1], (turns[-1][0], text)])
+
+
 def _preambles(model: LanguageModel, n: int, config: BackstoryConfig, seed: int) -> list[str]:
     """``n`` answers to the preamble question that contain "yes", sampled in rounds."""
     if config.preamble is None:
         return []
-    prompt = _interview(config.style, [(config.preamble, None)])
     found: list[str] = []
     drawn = 0
-    for _ in range(20):
-        want = max(8, int((n - len(found)) * 1.5))
-        request = GenerateRequest(
-            prompt,
-            n=want,
-            first_sample=drawn,
-            temperature=1.0,
-            top_p=1.0,
-            max_tokens=16,
-            stop=("\n",),
-            seed=stable_int(seed, "preamble"),
-        )
-        [result] = model.generate([request])
+    for _ in range(PREAMBLE_ROUNDS):
+        want = preamble_draws(n - len(found))
+        [result] = model.generate([preamble_request(config, seed, want, drawn)])
         drawn += want
         found += [t.strip() for t in result.texts if _YES.search(t)]
         if len(found) >= n:
@@ -84,29 +127,13 @@ def generate_backstories(
     ``drop_reason`` (empty when kept)."""
     config = config or BackstoryConfig()
     yes = _preambles(model, n, config, seed)
-    requests, turns_of = [], []
-    for i in range(n):
-        turns: list[tuple[str, str | None]] = [(config.preamble, yes[i])] if config.preamble else []
-        turns.append((config.question, None))
-        turns_of.append(turns)
-        # A seed per persona: personas whose preamble reads the same still get different stories.
-        requests.append(
-            GenerateRequest(
-                _interview(config.style, turns),
-                n=1,
-                temperature=config.temperature,
-                top_p=config.top_p,
-                max_tokens=config.max_tokens,
-                stop=config.stop,
-                seed=stable_int(seed, "backstory", persona_id(i)),
-            )
-        )
-    results = model.generate(requests)
+    turns_of = [interview_turns(config, yes[i] if config.preamble else None) for i in range(n)]
+    results = model.generate([backstory_request(config, turns, seed, i) for i, turns in enumerate(turns_of)])
     rows = []
     for i, (turns, result) in enumerate(zip(turns_of, results, strict=True)):
         sample = result.samples[0]
         text = sample.text.strip()
-        context = _interview(config.style, [*turns[:-1], (turns[-1][0], text)])
+        context = story_context(config, turns, text)
         rows.append(
             {
                 "persona_id": persona_id(i),
@@ -155,10 +182,15 @@ def drop_reasons(model: LanguageModel, frame: pd.DataFrame, config: BackstoryCon
 JUDGE_QUESTION = "Is the text above a first-person account of the writer's own life?"
 
 
+def judge_request(text: str) -> ScoreRequest:
+    """The LLM judge's yes/no question after a backstory's text."""
+    block = prompts.multiple_choice(JUDGE_QUESTION, ("Yes", "No"))
+    return ScoreRequest(f"{text}\n\n{block}", prompts.option_continuations(2))
+
+
 def _judge(model: LanguageModel, texts: list[str]) -> list[bool]:
     """An LLM judge: P(Yes) >= 0.5 on a yes/no question after the text."""
-    block = prompts.multiple_choice(JUDGE_QUESTION, ("Yes", "No"))
-    scored = model.score([ScoreRequest(f"{t}\n\n{block}", prompts.option_continuations(2)) for t in texts])
+    scored = model.score([judge_request(t) for t in texts])
     return [yes >= no for yes, no in (prompts.option_masses(r.logprobs, 2) for r in scored)]
 
 

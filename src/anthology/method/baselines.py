@@ -151,7 +151,8 @@ def anthology_panel(
     seed: int = 0,
 ) -> pd.DataFrame:
     """A panel of matched personas (method ``anthology-{matching method}``): each match's backstory
-    context, followed when ``append`` is ``"qa"`` or ``"bio"`` by the matched human's demographics."""
+    context, followed when ``append`` is ``"qa"`` or ``"bio"`` by the matched human's demographics
+    (rows without a human, the raked panel's, get none)."""
     if append is not None and survey is None:
         raise ConfigError("appending the matched human's demographics needs the survey")
     stories = backstories.set_index("persona_id")[["style", "context"]]
@@ -160,7 +161,7 @@ def anthology_panel(
         if match.persona_id not in stories.index:
             raise ConfigError(f"matched persona {match.persona_id!r} is not in the backstories table")
         style, context = stories.loc[match.persona_id]
-        if append is not None:
+        if append is not None and pd.notna(match.respondent_id):
             assert survey is not None
             context = _appended(
                 style, context, demographic_text(survey, match.respondent_id, append, seed=seed)
@@ -174,6 +175,25 @@ def _dp_prompt(style: str, demographics: str, answer: str | None) -> Prompt:
     if style == "chat":
         return prompts.chat_transcript([(f"{demographics}\n\n{prompts.DP_QUESTION}", answer)])
     return f"{demographics}\n\n{prompts.qa_turn(prompts.DP_QUESTION, answer)}"
+
+
+def dp_request(
+    config: BackstoryConfig, demographics: str, seed: int, respondent_id: Hashable
+) -> GenerateRequest:
+    """The request that writes a respondent's DP backstory after their ``demographics`` text."""
+    return GenerateRequest(
+        _dp_prompt(config.style, demographics, None),
+        temperature=config.temperature,
+        top_p=config.top_p,
+        max_tokens=config.max_tokens,
+        stop=config.stop,
+        seed=stable_int(seed, "dp", respondent_id),
+    )
+
+
+def dp_context(style: str, demographics: str, story: str) -> str:
+    """A DP persona's stored context: the demographics, the DP question and its ``story``."""
+    return stored_prompt(_dp_prompt(style, demographics, story))
 
 
 def dp_backstories(
@@ -195,17 +215,7 @@ def dp_backstories(
     config = config or BackstoryConfig(temperature=DP_TEMPERATURE)
     ids = _ids(survey, respondent_ids)
     texts = [demographic_text(survey, rid, style, seed=seed) for rid in ids]
-    requests = [
-        GenerateRequest(
-            _dp_prompt(config.style, text, None),
-            temperature=config.temperature,
-            top_p=config.top_p,
-            max_tokens=config.max_tokens,
-            stop=config.stop,
-            seed=stable_int(seed, "dp", rid),
-        )
-        for rid, text in zip(ids, texts, strict=True)
-    ]
+    requests = [dp_request(config, text, seed, rid) for rid, text in zip(ids, texts, strict=True)]
     rows = []
     for rid, text, result in zip(ids, texts, model.generate(requests), strict=True):
         sample = result.samples[0]
@@ -215,7 +225,7 @@ def dp_backstories(
                 "persona_id": f"dp-{rid}",
                 "respondent_id": rid,
                 "style": config.style,
-                "context": stored_prompt(_dp_prompt(config.style, text, story)),
+                "context": dp_context(config.style, text, story),
                 "text": story,
                 "tokens": sample.completion_tokens,
                 "words": len(filters.words(story)),

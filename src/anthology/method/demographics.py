@@ -119,20 +119,11 @@ def _survey_block(
     traits: Sequence[Trait],
 ) -> pd.DataFrame:
     """The tidy rows of some personas (see :func:`survey_demographics`)."""
-    jobs = []  # (persona_id, trait, prompt, asked options, swapped)
-    for row in kept.itertuples():
-        context = context_prompt(row.style, row.context)
-        flip = swapped(seed, row.persona_id)
-        for trait in traits:
-            wording, options = trait.asked(flip)
-            block = prompts.multiple_choice(wording, options)
-            jobs.append(
-                (row.persona_id, trait, question_prompt(context, block), options, flip and bool(trait.swap))
-            )
+    jobs = demographic_jobs(kept, seed, traits)
+    requests = demographic_requests(jobs, seed, config)
     nan = float("nan")
     seen = [(nan, nan)] * len(jobs)  # (observed, imputed) probability mass per job, logprob mode
     if config.mode == "logprob":
-        requests = [ScoreRequest(p, continuations(p, len(opts))) for _, _, p, opts, _ in jobs]
         scored = model.score(requests)
         masses = [
             np.array(prompts.option_masses(r.logprobs, len(opts)))
@@ -140,17 +131,6 @@ def _survey_block(
         ]
         seen = [(r.coverage, r.imputed_mass) for r in scored]
     else:
-        requests = [
-            GenerateRequest(
-                p,
-                n=config.samples,
-                temperature=config.temperature,
-                max_tokens=config.max_tokens,
-                stop=config.stop,
-                seed=stable_int(seed, "demographics", persona_id, trait.name),
-            )
-            for persona_id, trait, p, _, _ in jobs
-        ]
         masses = [
             _counts(result.texts, opts, trait.numeric) / config.samples
             for result, (_, trait, _, opts, _) in zip(model.generate(requests), jobs, strict=True)
@@ -161,6 +141,46 @@ def _survey_block(
     ):
         rows += _rows(persona_id, trait, options, mass, flip, config.mode, observed, imputed)
     return pd.DataFrame(rows)
+
+
+Job = tuple[str, Trait, Prompt, tuple[str, ...], bool]
+"""One demographic question put to one persona: persona id, trait, prompt, options as asked, and
+whether the trait's swapped pair is reversed."""
+
+
+def demographic_jobs(kept: pd.DataFrame, seed: int, traits: Sequence[Trait]) -> list[Job]:
+    """Every trait's question after every persona's context (personas in order, traits in order)."""
+    jobs = []
+    for row in kept.itertuples():
+        context = context_prompt(row.style, row.context)
+        flip = swapped(seed, row.persona_id)
+        for trait in traits:
+            wording, options = trait.asked(flip)
+            block = prompts.multiple_choice(wording, options)
+            jobs.append(
+                (row.persona_id, trait, question_prompt(context, block), options, flip and bool(trait.swap))
+            )
+    return jobs
+
+
+def demographic_requests(
+    jobs: Sequence[Job], seed: int, config: DemographicsConfig
+) -> list[ScoreRequest] | list[GenerateRequest]:
+    """The model request of each job: its options scored (logprob mode) or ``config.samples``
+    answers sampled, seeded by (seed, persona, trait)."""
+    if config.mode == "logprob":
+        return [ScoreRequest(p, continuations(p, len(opts))) for _, _, p, opts, _ in jobs]
+    return [
+        GenerateRequest(
+            p,
+            n=config.samples,
+            temperature=config.temperature,
+            max_tokens=config.max_tokens,
+            stop=config.stop,
+            seed=stable_int(seed, "demographics", persona_id, trait.name),
+        )
+        for persona_id, trait, p, _, _ in jobs
+    ]
 
 
 def _counts(texts: Sequence[str], options: Sequence[str], numeric: bool) -> np.ndarray:

@@ -11,6 +11,8 @@ uniform, which multiplies every persona's weight by the same 1/K. Weights are ke
   personas as humans. ``objective="log"`` maximises the sum of log-weights (the product of the matched
   weights) instead of the paper's sum of weights.
 * ``random``: a persona drawn at random for each human (the paper's ablation).
+* ``raked`` is no matching: the whole pool weighted to the population's margins
+  (:mod:`anthology.method.raked_panel`), built here beside the matchings.
 
 Memory. A human's weights depend only on their trait profile (the tuple of their categories), so greedy
 and pruned max-weight compute one row per distinct profile, in blocks of at most ``BLOCK_BYTES``, and
@@ -45,15 +47,18 @@ random only the pairs it drew: none of them holds the humans x personas matrix. 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from anthology.errors import ConfigError
-from anthology.method.settings import METHODS, Method
+from anthology.method.margins import Margins, survey_margins
+from anthology.method.raked_panel import RakedPanel, rake_pool
+from anthology.method.settings import METHODS, PANELS, RAKED, Method
 from anthology.surveys.schema import Survey, SurveyTrait, Trait
 
 Objective = Literal["weight", "log"]
@@ -62,17 +67,21 @@ CANDIDATES = 32  # k of top-k pruning: a profile with c humans keeps its best c 
 EDGE_MEMORY = 4 * 2**30  # bytes: pruned max-weight's candidate edges; k stops doubling there
 EDGE_BYTES = 128  # peak bytes per candidate edge (edges, log-weights, sparse graphs, the solvers)
 BLOCK_BYTES = 4 * 2**20  # one streamed block of the weight matrix
+TOP_SHARE = 0.01  # the match report gives the share of respondents this share of the pool serves
 
 
 @dataclass(frozen=True)
 class TraitTable:
     """One trait's side of matching: the personas' probabilities over the survey's categories
-    (``personas``, shape [n_personas, K]) and each human's category index (``humans``, -1 unknown)."""
+    (``personas``, shape [n_personas, K]), each human's category index (``humans``, -1 unknown) and
+    which personas gave a usable answer (``answered``, [n_personas] bool; ``None``: all did; the
+    others' rows are uniform)."""
 
     name: str
     labels: tuple[str, ...]
     personas: np.ndarray
     humans: np.ndarray
+    answered: np.ndarray | None = None
 
 
 class Matching(NamedTuple):
@@ -88,7 +97,24 @@ class Matching(NamedTuple):
 def persona_probabilities(
     demographics: pd.DataFrame, trait: Trait, survey_trait: SurveyTrait, persona_ids: Sequence[str]
 ) -> np.ndarray:
-    """[n_personas, K] probabilities of the survey's K categories for one persona trait.
+    """[n_personas, K] probabilities of the survey's K categories for one persona trait: the
+    :func:`mapped_masses` renormalised (uniform for a persona with none)."""
+    return _renormalised(mapped_masses(demographics, trait, survey_trait, persona_ids))
+
+
+def _renormalised(mapped: np.ndarray) -> np.ndarray:
+    """Each row divided by its sum; uniform where the sum is 0."""
+    totals = mapped.sum(axis=1, keepdims=True)
+    uniform = np.full_like(mapped, 1.0 / mapped.shape[1])
+    return np.where(totals > 0, mapped / np.where(totals > 0, totals, 1.0), uniform)
+
+
+def mapped_masses(
+    demographics: pd.DataFrame, trait: Trait, survey_trait: SurveyTrait, persona_ids: Sequence[str]
+) -> np.ndarray:
+    """[n_personas, K] each persona's probability mass on the survey's K categories for one persona
+    trait (fine persona bins summed into the survey's bins), before the dropped mass is renormalised
+    away: a row of zeros is a persona with no usable answer.
 
     ``demographics`` is the tidy stage-3 table (``persona_id``, ``trait``, ``option``, ``probability``);
     its options for the trait must be the trait's own (a demographic survey asked with another
@@ -119,9 +145,7 @@ def persona_probabilities(
     for k, category in enumerate(survey_trait.categories):
         for label in category.persona:
             mapped[:, k] += fine[:, column[label]]
-    totals = mapped.sum(axis=1, keepdims=True)
-    uniform = np.full_like(mapped, 1.0 / mapped.shape[1])
-    return np.where(totals > 0, mapped / np.where(totals > 0, totals, 1.0), uniform)
+    return mapped
 
 
 def trait_tables(survey: Survey, demographics: pd.DataFrame, persona_ids: Sequence[str]) -> list[TraitTable]:
@@ -137,12 +161,14 @@ def trait_tables(survey: Survey, demographics: pd.DataFrame, persona_ids: Sequen
         survey_trait = survey.codebook.traits[trait.name]
         index = {label: k for k, label in enumerate(survey_trait.labels)}
         humans = people[trait.name].astype(object).map(index).fillna(-1).to_numpy(dtype=np.int64)
+        masses = mapped_masses(demographics, trait, survey_trait, persona_ids)
         tables.append(
             TraitTable(
                 name=trait.name,
                 labels=survey_trait.labels,
-                personas=persona_probabilities(demographics, trait, survey_trait, persona_ids),
+                personas=_renormalised(masses),
                 humans=humans,
+                answered=masses.sum(axis=1) > 0,
             )
         )
     if not tables:
@@ -413,6 +439,21 @@ def agreement(tables: Sequence[TraitTable], chosen: np.ndarray) -> dict[str, flo
     return shares
 
 
+def usage(persona_ids: Sequence[Any], pool: int) -> dict[str, float]:
+    """How a matching spreads its respondents (one ``persona_ids`` entry each) over a pool of
+    ``pool`` personas: the distinct personas it uses, the most respondents one persona serves, and
+    the share of respondents served by the :data:`TOP_SHARE` of the pool (at least one persona)
+    that serves the most. One-to-one matching uses a persona once; greedy can serve many with one."""
+    _, counts = np.unique(np.asarray(persona_ids, dtype=object).astype(str), return_counts=True)
+    top = max(1, math.ceil(TOP_SHARE * pool))
+    busiest = np.sort(counts)[::-1][:top].sum()
+    return {
+        "personas_used": len(counts),
+        "most_served": int(counts.max()) if len(counts) else 0,
+        "top_1pct_share": float(busiest / len(persona_ids)) if len(persona_ids) else float("nan"),
+    }
+
+
 def match_survey(
     survey: Survey,
     demographics: pd.DataFrame,
@@ -421,23 +462,34 @@ def match_survey(
     seed: int = 0,
     objective: Objective = "weight",
     memory: int = MEMORY_BUDGET,
+    margins: Margins | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Match every respondent by each method.
+    """Match every respondent by each method, and build the raked panel when ``methods`` has
+    ``raked`` (to ``margins``, default the survey's own weighted margins: :mod:`.raked_panel`).
 
-    Returns ``matches`` (method, respondent_id, persona_id, log_weight) and a ``report`` with one row
-    per method: the solver that ran, the mean log-weight and, per trait, the share of humans whose
-    matched persona's most likely category equals theirs.
+    Returns ``matches`` (method, respondent_id, persona_id, log_weight; with a raked panel also
+    ``weight``, its raking weight, and its rows have no respondent) and a ``report`` with one row
+    per method: the solver that ran, the mean log-weight, per trait the share of humans whose matched
+    persona's most likely category equals theirs, and how the respondents spread over the pool
+    (:func:`usage`); for the raked panel its size, Kish effective sample size and largest weight.
     """
     persona_ids = list(dict.fromkeys(demographics["persona_id"]))
     tables = trait_tables(survey, demographics, persona_ids)
     respondent_ids = survey.respondents.traits.index.to_numpy()  # type: ignore[union-attr]
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in PANELS]
     if unknown:
-        raise ConfigError(f"unknown matching method {unknown[0]!r}: use one of {', '.join(METHODS)}")
+        raise ConfigError(f"unknown matching method {unknown[0]!r}: use one of {', '.join(PANELS)}")
     if "max-weight" in methods and len(persona_ids) < len(respondent_ids):
         match(tables, "max-weight")  # raises the one-line error before any other work
     frames, report = [], []
+    if RAKED in methods:  # its errors (empty cells, margins out of reach) come before other work
+        source = "survey" if margins is None else "file"
+        raked = rake_pool(tables, persona_ids, survey_margins(survey) if margins is None else margins)
     for method in methods:
+        if method == RAKED:
+            frames.append(_raked_frame(raked, respondent_ids))
+            report.append(raked.report(source))
+            continue
         chosen, log_w, solver, _ = match(tables, method, seed=seed, objective=objective, memory=memory)
         frames.append(
             pd.DataFrame(
@@ -455,6 +507,23 @@ def match_survey(
                 "solver": solver,
                 "mean_log_weight": float(np.mean(log_w)),
                 **{f"agree_{k}": v for k, v in agreement(tables, chosen).items()},
+                **usage(np.asarray(persona_ids, dtype=object)[chosen], len(persona_ids)),
             }
         )
     return pd.concat(frames, ignore_index=True), pd.DataFrame(report)
+
+
+def _raked_frame(raked: RakedPanel, respondent_ids: np.ndarray) -> pd.DataFrame:
+    """The raked panel's rows of ``matches``: no respondent (missing, in a column that stays
+    integer where the respondent ids are), no log-weight, the raking weight."""
+    n = len(raked.persona_ids)
+    nobody = pd.array([None] * n, dtype="Int64" if respondent_ids.dtype.kind in "iu" else object)
+    return pd.DataFrame(
+        {
+            "method": RAKED,
+            "respondent_id": nobody,
+            "persona_id": raked.persona_ids,
+            "log_weight": np.nan,
+            "weight": raked.weights,
+        }
+    )

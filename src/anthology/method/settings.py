@@ -17,9 +17,13 @@ TOKENS_MAX = 2**20
 Style = Literal["completion", "chat"]
 Mode = Literal["sample", "logprob"]
 ContextMode = Literal["sequential", "independent"]
-Method = Literal["greedy", "max-weight", "random"]
-#: The matching methods.
+Method = Literal["greedy", "max-weight", "random", "raked"]
+#: The matching methods (one persona per respondent), the default panels.
 METHODS: tuple[Method, ...] = ("greedy", "max-weight", "random")
+#: The raked panel: the whole pool, weighted to the population's margins (asked for by name).
+RAKED: Method = "raked"
+#: Every panel the match stage can build.
+PANELS: tuple[Method, ...] = (*METHODS, RAKED)
 #: The demographic-prompting baselines (DP, which writes backstories, is apart).
 BASELINES = ("qa", "bio", "portray", "nothing")
 

@@ -62,8 +62,10 @@ class Panel:
         self.count = self.unweighted_block + (3 + 2 * q if weighted else 0)
         features = np.zeros((n, self.count + 1))
 
+        #: ``(n, q)`` the one-hot column of each answer, -1 for no answer.
+        self.cells = np.where(answered, offsets + answers - 1, -1)
         rows, cols = np.nonzero(answered)
-        features[rows, offsets[cols] + answers[rows, cols] - 1] = weights[rows]
+        features[rows, self.cells[rows, cols]] = weights[rows]
         if self.n_complete:
             x = answers - answers[complete].mean(axis=0)
             x[~complete] = 0.0

@@ -120,12 +120,17 @@ class ScoreResult:
     did not hold it) and that were filled in by a rule; ``coverage`` is the *observed* probability mass
     on the options (``sum(exp(lp))`` over the options not imputed) and :attr:`imputed_mass` the mass
     that was filled in, so that made-up mass is never counted as seen.
+
+    ``prompt_tokens`` and ``completion_tokens`` are what scoring cost the backend: the context's
+    tokens for a backend that runs the model itself; what a server billed (every option's prompt
+    when it echoes, the greedy tokens it generated for top-k).
     """
 
     logprobs: tuple[float, ...]
     coverage: float
     imputed: tuple[bool, ...] = field(default=())
     prompt_tokens: int = 0
+    completion_tokens: int = 0
 
     def __post_init__(self) -> None:
         if not self.imputed:

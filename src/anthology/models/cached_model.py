@@ -91,7 +91,10 @@ def describe_calls(calls: Mapping[str, int]) -> str:
     )
     if calls.get("undecodable"):
         line += f", {calls['undecodable']} undecodable cache rows computed again"
-    return line
+    return (
+        f"{line}; {calls.get('prompt_tokens', 0):,} prompt and "
+        f"{calls.get('completion_tokens', 0):,} completion tokens"
+    )
 
 
 @dataclass
@@ -402,6 +405,7 @@ class CachedModel:
                 "coverage": float(result.coverage),
                 "imputed": [bool(x) for x in result.imputed],
                 "prompt_tokens": int(result.prompt_tokens),
+                "completion_tokens": int(result.completion_tokens),
             }
             try:  # every backend's scores pass the checks a cached row does (a float16 NaN, say)
                 _score_from_json(response, request)
@@ -413,6 +417,7 @@ class CachedModel:
                 )
                 continue
             self.stats.prompt_tokens += int(result.prompt_tokens)
+            self.stats.completion_tokens += int(result.completion_tokens)
             found[key] = result
             if self.cache is not None:
                 rows.append(
@@ -424,7 +429,7 @@ class CachedModel:
                         response=response,
                         duration_s=per_unit,
                         prompt_tokens=int(result.prompt_tokens),
-                        completion_tokens=0,
+                        completion_tokens=int(result.completion_tokens),
                     )
                 )
         if self.cache is not None:
@@ -492,4 +497,5 @@ def _score_from_json(resp: Any, request: ScoreRequest) -> ScoreResult:
         coverage=float(coverage),
         imputed=tuple(imputed),
         prompt_tokens=_count(resp, "prompt_tokens"),
+        completion_tokens=_count(resp, "completion_tokens"),
     )

@@ -125,6 +125,12 @@ _PROBE: tuple[tuple[str, str], ...] = (("The sky is", " blue"), ("The grass is",
 keeps, so a server that echoes scores both."""
 
 
+def top_k_steps(options: Sequence[str]) -> int:
+    """How many greedy tokens top-k scoring asks for to read ``options`` off: one per character of
+    the longest (a token is at least a character), at most :data:`_MAX_CHAIN_STEPS`."""
+    return max(1, min(_MAX_CHAIN_STEPS, max(len(o) for o in options)))
+
+
 def impute_option_logprobs(
     option_logprobs: Sequence[float | None], top_k_logprobs: Sequence[float]
 ) -> tuple[list[float], list[bool]]:
@@ -910,13 +916,15 @@ class OpenAICompatModel:
         def work(batch: Sequence[str]) -> float:
             return len(batch) + _ECHO_PROMPT_WEIGHT * sum(len(p) for p in batch) / 4
 
-        def parser(batch: list[str]) -> Callable[[Any], tuple[list[tuple[float, int] | None], int]]:
+        def parser(
+            batch: list[str],
+        ) -> Callable[[Any], tuple[list[tuple[float, int] | None], tuple[int, int]]]:
             return lambda data: _echo_parse(data, batch, len(context))
 
         async def run(session: _Session) -> ScoreResult:
             if lists and len(prompts) > 1:
                 body = {**base, "prompt": prompts}
-                found, prompt_total = await self._post(
+                found, billed = await self._post(
                     session, "/completions", body, parser(prompts), work=work(prompts)
                 )
             else:
@@ -933,8 +941,8 @@ class OpenAICompatModel:
                     )
                 )
                 found = [g[0][0] for g in got]
-                prompt_total = sum(g[1] for g in got)
-            return _echo_result(found, prompt_total, len(prompts))
+                billed = (sum(g[1][0] for g in got), sum(g[1][1] for g in got))
+            return _echo_result(found, billed, len(prompts))
 
         return run
 
@@ -950,7 +958,7 @@ class OpenAICompatModel:
         else:
             path = "/chat/completions"
             body["messages"] = [dict(m) for m in context]
-        steps = max(1, min(_MAX_CHAIN_STEPS, max(len(o) for o in options)))
+        steps = top_k_steps(options)
         body.update(max_tokens=steps, temperature=0)
         if path == "/completions":
             body["logprobs"] = k
@@ -964,11 +972,13 @@ class OpenAICompatModel:
             read, after = _steps(choices[0])
             logprobs, imputed = _walk_options(options, read, after)
             coverage = sum(math.exp(lp) for lp, filled in zip(logprobs, imputed, strict=True) if not filled)
+            prompt_tokens, completion_tokens = _usage(data)
             return ScoreResult(
                 logprobs=tuple(logprobs),
                 coverage=coverage,
                 imputed=tuple(imputed),
-                prompt_tokens=_usage(data)[0],
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
             )
 
         async def run(session: _Session) -> ScoreResult:
@@ -1267,8 +1277,9 @@ def _generated_order(data: dict[str, Any], choice: dict[str, Any], prompt: str, 
 
 def _echo_parse(
     data: Any, prompts: list[str], context_len: int
-) -> tuple[list[tuple[float, int] | None], int]:
-    """Each prompt's option score (``None`` where it cannot be had exactly) and the prompt tokens."""
+) -> tuple[list[tuple[float, int] | None], tuple[int, int]]:
+    """Each prompt's option score (``None`` where it cannot be had exactly) and the prompt and
+    completion tokens the server billed."""
     choices = _choices(data)
     if len(choices) != len(prompts):
         raise _BadResponse(f"{len(choices)} choices for {len(prompts)} prompts")
@@ -1281,23 +1292,29 @@ def _echo_parse(
             if result is not None:
                 break
         found.append(result)
-    return found, _usage(data)[0]
+    return found, _usage(data)
 
 
-def _echo_result(found: Sequence[tuple[float, int] | None], prompt_total: int, n_prompts: int) -> ScoreResult:
+def _echo_result(
+    found: Sequence[tuple[float, int] | None], billed: tuple[int, int], n_prompts: int
+) -> ScoreResult:
     """Options scored exactly where the echo allowed; the others are imputed (marked) with the
-    OpinionQA rule over the scored options' log-probabilities (all equal when none was scored)."""
+    OpinionQA rule over the scored options' log-probabilities (all equal when none was scored).
+    Its tokens are those ``billed`` (every option's prompt, and the token generated after each);
+    from a server that reports no usage, the context's tokens once per option."""
     logprobs = [f[0] if f is not None else None for f in found]
     observed = [lp for lp in logprobs if lp is not None]
     values, imputed = impute_option_logprobs(logprobs, observed)
     if any(imputed):
         logger.debug("echo could not score %d of %d options exactly", sum(imputed), len(imputed))
-    context_tokens = next((f[1] for f in found if f is not None), None)
+    context_tokens = next((f[1] for f in found if f is not None), 0)
+    prompt_tokens, completion_tokens = billed
     return ScoreResult(
         logprobs=tuple(values),
         coverage=sum(math.exp(lp) for lp in observed),
         imputed=tuple(imputed),
-        prompt_tokens=context_tokens if context_tokens is not None else prompt_total // max(1, n_prompts),
+        prompt_tokens=prompt_tokens or context_tokens * n_prompts,
+        completion_tokens=completion_tokens,
     )
 
 

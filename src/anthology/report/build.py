@@ -36,20 +36,25 @@ from anthology.evaluation import (
     load_run,
     method_label,
     table_notes,
+    weighting_lines,
+    worth_cell,
 )
+from anthology.evaluation.names import row_method
 from anthology.files import atomic_write
-from anthology.method.matching import persona_probabilities
+from anthology.method.matching import persona_probabilities, usage
+from anthology.method.raking import kish_ess
+from anthology.method.settings import PANELS, RAKED
 from anthology.metrics import Comparison, compare
 from anthology.report import svg
 from anthology.surveys import DECLINE
 
 #: Backstories shown with their matched human.
 SAMPLE_BACKSTORIES = 6
-#: Matching methods in matches.parquet, in the order shown.
+#: Matching methods in matches.parquet, in the order shown (the sample backstories are the first's).
 MATCHINGS = ("greedy", "max-weight", "random")
 HUMANS_COLOR = "#333333"
 POOL_COLOR = "#56B4E9"
-MATCHING_COLORS = dict(zip(MATCHINGS, ("#E69F00", "#009E73", "#CC79A7"), strict=True))
+MATCHING_COLORS = dict(zip(PANELS, ("#E69F00", "#009E73", "#CC79A7", "#D55E00"), strict=True))
 
 #: What each column of the metrics table means.
 EXPLANATIONS = {
@@ -57,6 +62,9 @@ EXPLANATIONS = {
     "distributions on option positions 1..K (scipy.stats.wasserstein_distance), averaged over "
     "questions. Lower is better; 0 means identical distributions.",
     "wd_normalized": "The same divided by K-1, the largest possible distance (OpinionQA's scale, 0 to 1).",
+    "worth_n_humans": "How many humans the panel is worth: the number of respondents drawn at random "
+    "from the humans whose WD against the humans equals the panel's (the chart below). Higher is "
+    "better; ≤ and ≥ mark a WD beyond the sizes drawn.",
     "frobenius": "Frobenius norm of the difference between the humans' (survey-weighted) and the "
     "personas' Pearson correlation matrices across questions, over respondents who answered every "
     "question. Lower is better: the panel reproduces which answers go together.",
@@ -87,27 +95,35 @@ def write_report(run_dir: str | Path) -> Path:
     evaluation, how = current_evaluation(root)
     print(f"report: {how}", file=sys.stderr)
     manifest = data.run.manifest()  # with the evaluate stage
+    rows = [m for m in evaluation.table["method"] if m != LOWER_BOUND]  # each with its persona weights
     comparisons = {
-        method: compare(
-            data.human_answers, data.persona_answers(method), data.n_options, human_weights=data.human_weights
+        row: compare(
+            data.human_answers,
+            data.persona_answers(row_method(row)[0]),
+            data.n_options,
+            human_weights=data.human_weights,
+            persona_weights=data.persona_weights(row),
         )
-        for method in data.methods
+        for row in rows
     }
     pool = _pool_traits(data)
     html = _template().render(
         overview=_overview(data),
         evaluated=manifest.get("stages", {}).get("evaluate", {}),
         explanations=[(TABLE_COLUMNS[k][0], v) for k, v in EXPLANATIONS.items() if k in evaluation.table],
-        metrics=_metrics_table(evaluation.table),
+        metrics=_metrics_table(evaluation.table, evaluation.worth_curve["size"].tolist()),
+        worth=_worth(evaluation),
+        weighting=weighting_lines(evaluation.metrics),
         reference={"reliable": is_reliable(len(data.humans)), "from": RELIABLE_RESPONDENTS},
         agreement=_agreement_rows(evaluation),
         methods=_method_summary(data),
+        panels=_panels(data),
         coverage=_coverage_rows(evaluation),
         coverage_warnings=warnings(evaluation.coverage),
         questions=_questions(data, comparisons, evaluation),
         correlations=_correlations(data, comparisons, evaluation),
         color_scale=svg.color_scale(),
-        subgroups=_subgroups(evaluation, data.methods),
+        subgroups=_subgroups(evaluation, tuple(rows)),
         demographics=_demographics(data, pool),
         samples=_samples(data, pool),
         metadata=_metadata(manifest),
@@ -147,29 +163,53 @@ def _overview(data: RunData) -> dict[str, Any]:
     }
 
 
-def _metrics_table(table: pd.DataFrame) -> dict[str, Any]:
+def _metrics_table(table: pd.DataFrame, sizes: list[int]) -> dict[str, Any]:
     """Headings and rows of the paper's table, each cell with its interval and best mark ("–" when
-    undefined), and the reasons for the undefined cells."""
+    undefined), and the reasons for the undefined cells; ``sizes``: those of the worth-in-humans
+    curve."""
     best = best_methods(table)
     columns = [m for m in TABLE_COLUMNS if m in table]
     rows = []
     for row in table.to_dict("records"):
         cells = []
         for metric in columns:
-            low, high = row[f"{metric}_ci_low"], row[f"{metric}_ci_high"]
-            cells.append(
-                {
-                    "value": _number(row[metric]),
-                    "interval": "" if np.isnan(low) else f"[{_number(low)}, {_number(high)}]",
-                    "best": best.get(metric) == row["method"],
-                }
-            )
+            value, low, high = row[metric], row[f"{metric}_ci_low"], row[f"{metric}_ci_high"]
+            if metric == "worth_n_humans" and np.isfinite(value):
+                text, interval = worth_cell(value, low, high, sizes)
+            else:
+                text, interval = _number(value), "" if np.isnan(low) else f"[{_number(low)}, {_number(high)}]"
+            cells.append({"value": text, "interval": interval, "best": best.get(metric) == row["method"]})
         rows.append({"label": row["label"], "lower": row["method"] == LOWER_BOUND, "cells": cells})
     headings = [
         {"name": TABLE_COLUMNS[m][0], "better": "lower" if TABLE_COLUMNS[m][1] == "min" else "higher"}
         for m in columns
     ]
     return {"headings": headings, "rows": rows, "notes": table_notes(table)}
+
+
+def _worth(evaluation: Evaluation) -> dict[str, Any]:
+    """The humans' WD against panel size with each method's WD as a level (a dot where the curve
+    reaches it inside the sizes drawn), and the chart's legend."""
+    curve = evaluation.worth_curve
+    sizes = curve["size"].tolist()
+    table = evaluation.table
+    levels = []
+    for i, row in enumerate(table[table["method"] != LOWER_BOUND].to_dict("records")):
+        worth = row.get("worth_n_humans", np.nan)
+        inside = bool(np.isfinite(worth) and sizes[0] < worth < sizes[-1])
+        color = svg.CATEGORICAL[i % len(svg.CATEGORICAL)]
+        levels.append(svg.Level(row["label"], float(row["wd_raw"]), color, float(worth) if inside else None))
+    chart = svg.curve_chart(
+        sizes,
+        curve["wd_raw"].tolist(),
+        curve["wd_raw_low"].tolist(),
+        curve["wd_raw_high"].tolist(),
+        levels,
+        "WD of random respondents against the humans, by their number, and each method's WD",
+        x_label="random respondents drawn from the humans (log scale)",
+        y_label="WD",
+    )
+    return {"chart": chart, "smallest": f"{sizes[0]:,}", "largest": f"{sizes[-1]:,}"}
 
 
 def _agreement_rows(evaluation: Evaluation) -> list[dict[str, Any]]:
@@ -193,6 +233,44 @@ def _coverage_rows(evaluation: Evaluation) -> list[dict[str, Any]]:
     ]
 
 
+def _panels(data: RunData) -> list[dict[str, Any]]:
+    """Per panel in matches.parquet: how its personas serve the respondents (a matching: personas
+    used, the most respondents one persona serves, the share the busiest 1% of the pool serves;
+    :func:`~anthology.method.matching.usage`) or how its weights spread (the raked panel: Kish
+    effective sample size, largest weight relative to the mean)."""
+    matches = data.matches
+    if matches is None:
+        return []
+    personas = data.demographics if data.demographics is not None else matches
+    pool = personas["persona_id"].nunique()
+    out = []
+    for matching in PANELS:
+        rows = matches[matches["method"] == matching]
+        if rows.empty:
+            continue
+        panel = {"label": method_label(f"anthology-{matching}"), "pool": f"{pool:,}"}
+        if matching == RAKED:
+            weights = rows["weight"].to_numpy(dtype=float)
+            panel |= {
+                "used": f"{len(rows):,}",
+                "served": "–",
+                "top": "–",
+                "effective": _number(kish_ess(weights), 1),
+                "largest": f"{weights.max() / weights.mean():.2f}x",
+            }
+        else:
+            counts = usage(rows["persona_id"].tolist(), pool)
+            panel |= {
+                "used": f"{counts['personas_used']:,}",
+                "served": f"{counts['most_served']:,}",
+                "top": f"{100 * counts['top_1pct_share']:.1f}%",
+                "effective": "–",
+                "largest": "–",
+            }
+        out.append(panel)
+    return out
+
+
 def _method_summary(data: RunData) -> list[dict[str, Any]]:
     """Per method: personas, answers, non-compliant answers and attempts."""
     rows = []
@@ -202,7 +280,7 @@ def _method_summary(data: RunData) -> list[dict[str, Any]]:
             {
                 "order": data.methods.index(str(method)),
                 "label": method_label(str(method)),
-                "personas": part["respondent_id"].nunique(),
+                "personas": len(data.persona_frame(str(method))),
                 "answers": len(part),
                 "noncompliant": missing,
                 "share": f"{100 * missing / len(part):.1f}%",
@@ -333,14 +411,16 @@ def _demographics(data: RunData, pool: list[PoolTrait]) -> list[dict[str, Any]]:
             (f"Backstory pool (n={len(item.persona_ids)})", item.probabilities.mean(axis=0), POOL_COLOR),
         ]
         likeliest = item.probabilities.argmax(axis=1)
-        for matching in MATCHINGS:
-            chosen = matches.loc[matches["method"] == matching, "persona_id"]
+        for matching in PANELS:
+            chosen = matches[matches["method"] == matching]
             if chosen.empty:
                 continue
-            index = item.persona_ids.get_indexer(chosen)
+            index = item.persona_ids.get_indexer(chosen["persona_id"])
             codes = likeliest[index[index >= 0]]
-            shares = np.bincount(codes, minlength=len(item.labels)) / max(len(codes), 1)
-            series.append((f"Matched, {matching}", shares, MATCHING_COLORS[matching]))
+            weights = chosen["weight"].to_numpy(dtype=float)[index >= 0] if matching == RAKED else None
+            counts = np.bincount(codes, weights=weights, minlength=len(item.labels))
+            name = "Raked, weighted" if matching == RAKED else f"Matched, {matching}"
+            series.append((name, counts / max(counts.sum(), 1e-300), MATCHING_COLORS[matching]))
         out.append(
             {
                 "trait": item.trait,

@@ -14,6 +14,8 @@ from markupsafe import Markup, escape
 ORDINAL = ("#440154", "#3b528b", "#21918c", "#5ec962", "#fde725")
 #: Correlations from -1 (blue) through 0 (near white) to +1 (red).
 DIVERGING = ("#2166ac", "#67a9cf", "#d1e5f0", "#f7f7f7", "#fddbc7", "#ef8a62", "#b2182b")
+#: Unordered series (Okabe-Ito, distinguishable with colour-blindness), in turn.
+CATEGORICAL = ("#E69F00", "#0072B2", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 FONT = 12
 CHAR = 6.6  # approximate width of one character at FONT px
 
@@ -184,3 +186,109 @@ def color_scale(title: str = "correlation scale") -> Markup:
         _text(36 + steps * width, 10, "+1"),
     ]
     return svg(80 + steps * width, 30, title, *parts)
+
+
+def _ticks(top: float) -> np.ndarray:
+    """Round tick values from 0 to at most ``top``, three to six of them (steps of 1, 2, 2.5 or 5
+    times a power of ten)."""
+    raw = top / 5
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(k * power for k in (1, 2, 2.5, 5, 10) if k * power >= raw)
+    return np.arange(0, top + 1e-12 * top, step)
+
+
+@dataclass(frozen=True)
+class Level:
+    """A horizontal line across a curve chart: its label, height, colour and, where the curve
+    reaches that height inside the chart, the size at which it does (marked with a dot)."""
+
+    label: str
+    value: float
+    color: str
+    crossing: float | None = None
+
+
+def curve_chart(
+    sizes: Sequence[float],
+    mean: Sequence[float],
+    low: Sequence[float],
+    high: Sequence[float],
+    levels: Sequence[Level],
+    title: str,
+    *,
+    x_label: str,
+    y_label: str,
+) -> Markup:
+    """A decreasing curve over sizes on a log axis, its band shaded, and horizontal ``levels``
+    labelled on the right (labels pushed apart where they would overlap)."""
+    plot_w, plot_h, left, top, bottom = 460, 240, 52, 10, 40
+    label_w = max((CHAR * len(level.label) for level in levels), default=0) + 16
+    sizes_a = np.asarray(sizes, dtype=float)
+    x_lo, x_hi = math.log(sizes_a[0]), math.log(sizes_a[-1])
+    if x_hi - x_lo < 1e-9:
+        x_lo, x_hi = x_lo - 0.5, x_hi + 0.5
+    finite = [v for v in (*high, *mean, *(level.value for level in levels)) if math.isfinite(v)]
+    y_hi = 1.08 * max(finite, default=1.0) or 1.0
+
+    def x(size: float) -> float:
+        return left + (math.log(size) - x_lo) / (x_hi - x_lo) * plot_w
+
+    def y(value: float) -> float:
+        return top + plot_h * (1 - value / y_hi)
+
+    def points(values: Sequence[float], where: Sequence[float]) -> str:
+        return " ".join(
+            f"{x(m):.1f},{y(v):.1f}" for m, v in zip(where, values, strict=True) if math.isfinite(v)
+        )
+
+    axis = {"stroke": "#888", "stroke-width": 1}
+    parts = [
+        element("line", {"x1": left, "y1": top + plot_h, "x2": left + plot_w, "y2": top + plot_h, **axis}),
+        element("line", {"x1": left, "y1": top, "x2": left, "y2": top + plot_h, **axis}),
+    ]
+    for tick in _ticks(y_hi):
+        parts.append(_text(left - 6, y(tick) + FONT / 3, f"{tick:g}", anchor="end", size=10, fill="#444"))
+    last = -math.inf
+    for size in sizes_a:
+        if x(size) - last >= 34 or size == sizes_a[-1]:
+            parts.append(
+                _text(x(size), top + plot_h + 14, f"{size:,.0f}", anchor="middle", size=10, fill="#444")
+            )
+            last = x(size)
+    parts.append(_text(left + plot_w / 2, top + plot_h + 32, x_label, anchor="middle", fill="#444"))
+    turn = f"rotate(-90 12 {top + plot_h / 2:.1f})"
+    parts.append(_text(12, top + plot_h / 2, y_label, anchor="middle", fill="#444", transform=turn))
+    band = points(high, sizes_a) + " " + points(low[::-1], sizes_a[::-1])
+    parts.append(element("polygon", {"points": band, "fill": "#dddddd", "stroke": "none"}))
+    parts.append(
+        element(
+            "polyline", {"points": points(mean, sizes_a), "fill": "none", "stroke": "#333", "stroke-width": 2}
+        )
+    )
+    for size, value, lo, hi in zip(sizes_a, mean, low, high, strict=True):
+        if math.isfinite(value):
+            tip = f"{size:,.0f} random respondents: WD {value:.3f} (middle of draws {lo:.3f} to {hi:.3f})"
+            parts.append(
+                element(
+                    "circle",
+                    {"cx": f"{x(size):.1f}", "cy": f"{y(value):.1f}", "r": 3, "fill": "#333"},
+                    element("title", {}, tip),
+                )
+            )
+    drawn = sorted((level for level in levels if math.isfinite(level.value)), key=lambda level: -level.value)
+    label_y = top - math.inf
+    for level in drawn:
+        height = y(level.value)
+        label_y = max(height + FONT / 3, label_y + FONT + 1)
+        tip = f"{level.label}: WD {level.value:.3f}"
+        line = {"x1": left, "y1": f"{height:.1f}", "x2": left + plot_w, "y2": f"{height:.1f}"}
+        style = {"stroke": level.color, "stroke-width": 1.5, "stroke-dasharray": "5 3"}
+        parts.append(element("line", {**line, **style}, element("title", {}, tip)))
+        parts.append(_text(left + plot_w + 6, label_y, level.label, fill=level.color))
+        if level.crossing is not None:
+            dot = {"cx": f"{x(level.crossing):.1f}", "cy": f"{height:.1f}", "r": 4, "fill": level.color}
+            parts.append(
+                element("circle", dot, element("title", {}, f"{tip}, worth {level.crossing:,.0f} humans"))
+            )
+    height = max(top + plot_h + bottom, label_y + 4)
+    return svg(left + plot_w + label_w, height, title, *parts)

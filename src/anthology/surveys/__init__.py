@@ -9,11 +9,15 @@ The Python API::
     survey.questionnaire.questions[0].options         # ordered options with positions 1..K
     survey.tidy()                                     # one row per respondent and question
     survey.distributions(by="party")                  # weighted answer shares per subgroup
+
+    draft = draft_codebook("ATP_W34.sav")             # a codebook drafted from a labelled file
+    draft.text, draft.todo                            # its YAML (guesses marked) and what to do
 """
 
 from anthology.surveys.codebook import Codebook, read_codebook
 from anthology.surveys.declared import TraitDeclaration
 from anthology.surveys.distributions import answer_distributions, trait_shares, weighted_shares
+from anthology.surveys.draft import Draft, draft_codebook
 from anthology.surveys.registry import load_codebook, load_survey, survey_content_hash, survey_names
 from anthology.surveys.schema import (
     DECLINE,
@@ -34,6 +38,7 @@ __all__ = [
     "CANONICAL_TRAITS",
     "DECLINE",
     "Codebook",
+    "Draft",
     "Exclusion",
     "LoadReport",
     "Option",
@@ -46,6 +51,7 @@ __all__ = [
     "Trait",
     "TraitDeclaration",
     "answer_distributions",
+    "draft_codebook",
     "load_codebook",
     "load_survey",
     "read_codebook",

@@ -235,7 +235,13 @@ def _check_persona_mapping(name: str, trait: SurveyTrait, canonical: Trait) -> N
 
 def read_codebook(path: Path) -> Codebook:
     """Read and check a YAML codebook; any problem is a :class:`ConfigError` naming file, line and column."""
-    data, positions = _read_yaml(path, "codebook")
+    return parse_codebook(_read_text(path, "codebook"), path)
+
+
+def parse_codebook(text: str, path: Path) -> Codebook:
+    """Check a codebook's YAML text as if it were read from ``path`` (which messages name and a shared
+    trait file is found next to)."""
+    data, positions = parse_yaml(text, str(path))
     if not isinstance(data, dict):
         raise ConfigError(
             f"{path}:1:1: a codebook is a YAML mapping with name, title, traits, absent and questions; "
@@ -274,15 +280,18 @@ class _TraitFile(FrozenModel):
 
 
 def _read_yaml(path: Path, what: str, named: str = "") -> tuple[Any, dict[tuple[str, ...], tuple[int, int]]]:
-    """A UTF-8 YAML file parsed with its positions (:func:`parse_yaml`); a missing or unreadable one is
-    a one-line error naming ``what`` it is."""
+    """A UTF-8 YAML file parsed with its positions (:func:`parse_yaml`)."""
+    return parse_yaml(_read_text(path, what, named), str(path))
+
+
+def _read_text(path: Path, what: str, named: str = "") -> str:
+    """A UTF-8 text file; a missing or unreadable one is a one-line error naming ``what`` it is."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{what} {path} {named}does not exist; check the path") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {what} {path}: {exc}; it must be a UTF-8 YAML file") from exc
-    return parse_yaml(text, str(path))
 
 
 def parse_yaml(text: str, file: str) -> tuple[Any, dict[tuple[str, ...], tuple[int, int]]]:

@@ -89,8 +89,11 @@ class CsvDialect:
 @dataclass(frozen=True)
 class Table:
     """Respondent data as read: ``name`` says where from (for messages), ``columns`` lists every column
-    the source has, ``frame`` holds the requested ones, ``value_labels`` maps column -> code -> label;
-    ``dialect`` says how a CSV file was read and ``warnings`` what the load report should mention."""
+    the source has, ``frame`` holds the requested ones, ``value_labels`` maps column -> code -> label
+    (in the file's order); ``dialect`` says how a CSV file was read and ``warnings`` what the load
+    report should mention. SPSS and Stata files also give ``column_labels`` (column -> variable label),
+    ``missing_ranges`` (column -> the inclusive ``(low, high)`` ranges of SPSS user-missing codes,
+    which are read as empty) and the ``file_label``."""
 
     name: str
     frame: pd.DataFrame
@@ -98,6 +101,9 @@ class Table:
     value_labels: Mapping[str, Mapping[Any, str]] = field(default_factory=dict)
     dialect: CsvDialect | None = None
     warnings: tuple[str, ...] = ()
+    column_labels: Mapping[str, str] = field(default_factory=dict)
+    missing_ranges: Mapping[str, tuple[tuple[Any, Any], ...]] = field(default_factory=dict)
+    file_label: str | None = None
 
 
 def frame_table(name: str, frame: pd.DataFrame) -> Table:
@@ -105,9 +111,9 @@ def frame_table(name: str, frame: pd.DataFrame) -> Table:
     return Table(name, frame, tuple(str(c) for c in frame.columns))
 
 
-def read_table(path: Path, columns: Collection[str], options: ReadOptions | None = None) -> Table:
-    """Read the requested ``columns`` (those that exist) from a data file, chosen by its extension;
-    ``options`` (the codebook's ``read:``) override what is detected."""
+def read_table(path: Path, columns: Collection[str] | None, options: ReadOptions | None = None) -> Table:
+    """Read the requested ``columns`` (those that exist; ``None``: all of them) from a data file, chosen
+    by its extension; ``options`` (the codebook's ``read:``) override what is detected."""
     options = options or ReadOptions()
     suffix = path.suffix.lower()
     if suffix not in _READERS:
@@ -152,15 +158,20 @@ def _read_errors() -> tuple[type[Exception], ...]:
     return (OSError, UnicodeDecodeError, ValueError, pyreadstat.ReadstatError, pyreadstat.PyreadstatError)
 
 
-Reader = Callable[[Path, Collection[str], ReadOptions], Table]
+Reader = Callable[[Path, Collection[str] | None, ReadOptions], Table]
 
 
-def _read_csv(path: Path, columns: Collection[str], options: ReadOptions) -> Table:
+def _wanted(header: tuple[str, ...], columns: Collection[str] | None) -> list[str]:
+    """The columns of ``header`` to read, in file order: those requested, or all of them."""
+    return list(header) if columns is None else [c for c in header if c in columns]
+
+
+def _read_csv(path: Path, columns: Collection[str] | None, options: ReadOptions) -> Table:
     dialect, warnings = detect_dialect(path, options)
     read: dict[str, Any] = {"sep": dialect.delimiter, "encoding": dialect.encoding}
     try:
         header = tuple(str(c) for c in pd.read_csv(path, nrows=0, **read).columns)
-        wanted = [c for c in header if c in columns]
+        wanted = _wanted(header, columns)
         frame = pd.read_csv(path, usecols=wanted, keep_default_na=False, na_values=[""], **read)
     except UnicodeDecodeError as exc:
         raise ConfigError(
@@ -264,7 +275,7 @@ def decimal_commas(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(**converted) if converted else frame
 
 
-def _read_excel(path: Path, columns: Collection[str], options: ReadOptions) -> Table:
+def _read_excel(path: Path, columns: Collection[str] | None, options: ReadOptions) -> Table:
     try:
         import openpyxl  # noqa: F401  (pandas reads .xlsx through it)
     except ImportError:
@@ -280,7 +291,7 @@ def _read_excel(path: Path, columns: Collection[str], options: ReadOptions) -> T
         frame = pd.read_excel(book, sheet_name=sheet, keep_default_na=False, na_values=[""])
     header = tuple(str(c) for c in frame.columns)
     frame.columns = list(header)
-    return Table(f"{path}, sheet {sheet!r}", frame[[c for c in header if c in columns]], header)
+    return Table(f"{path}, sheet {sheet!r}", frame[_wanted(header, columns)], header)
 
 
 def _sheet(path: Path, names: list[str], wanted: int | str | None) -> str:
@@ -297,24 +308,34 @@ def _sheet(path: Path, names: list[str], wanted: int | str | None) -> str:
     )
 
 
-def _read_parquet(path: Path, columns: Collection[str], options: ReadOptions) -> Table:
+def _read_parquet(path: Path, columns: Collection[str] | None, options: ReadOptions) -> Table:
     import pyarrow.parquet as pq
 
     header = tuple(pq.read_schema(path).names)
-    return Table(str(path), pd.read_parquet(path, columns=[c for c in header if c in columns]), header)
+    return Table(str(path), pd.read_parquet(path, columns=_wanted(header, columns)), header)
 
 
 def _statistical(read_name: str) -> Reader:
-    """A reader for SPSS or Stata files through pyreadstat, keeping value labels."""
+    """A reader for SPSS or Stata files through pyreadstat, keeping value and variable labels and the
+    SPSS user-missing ranges (only a read with ``user_missing`` reports them)."""
 
-    def read(path: Path, columns: Collection[str], options: ReadOptions) -> Table:
+    def read(path: Path, columns: Collection[str] | None, options: ReadOptions) -> Table:
         import pyreadstat
 
         read_file = getattr(pyreadstat, read_name)
-        _, meta = read_file(str(path), metadataonly=True)
+        _, meta = read_file(str(path), metadataonly=True, user_missing=True)
         header = tuple(meta.column_names)
-        frame, meta = read_file(str(path), usecols=[c for c in header if c in columns])
-        return Table(str(path), frame, header, dict(meta.variable_value_labels))
+        missing = {c: tuple((r["lo"], r["hi"]) for r in ranges) for c, ranges in meta.missing_ranges.items()}
+        frame, meta = read_file(str(path), usecols=_wanted(header, columns))
+        return Table(
+            str(path),
+            frame,
+            header,
+            dict(meta.variable_value_labels),
+            column_labels={c: label for c, label in meta.column_names_to_labels.items() if label},
+            missing_ranges=missing,
+            file_label=meta.file_label or None,
+        )
 
     return read
 
