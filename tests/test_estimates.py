@@ -135,9 +135,9 @@ def test_an_echo_server_bills_every_option_form(tmp_path):
     with FakeOpenAIServer(count_tokens=_tokens) as server:
         name = f"openai:served@{server.base_url}"
         smaller = {
-            "backstories.n": 4,
+            "backstories.n": 2,
             "survey.respondents": 2,
-            "ask.methods": ["anthology-greedy", "qa", "dp"],
+            "ask.methods": ["nothing", "dp"],
         }
         config = load_config(None, {**TINY, **smaller, "model.name": name, "out": str(tmp_path / "run")})
         rows = estimate_study(config, open_model=opener)
