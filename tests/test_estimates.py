@@ -261,4 +261,10 @@ def test_figures_read_as_people_write_them():
         "12T",
         "500,000T",
     ]
-    assert [money_text(x) for x in (0, 0.00423, 12.345, 1234.5)] == ["0.00", "0.0042", "12.35", "1,234"]
+    assert [money_text(x) for x in (0, 0.00423, 12.345, 1234.5, 5.4e6)] == [
+        "0.00",
+        "0.0042",
+        "12.35",
+        "1,234",
+        "5.4M",
+    ]

@@ -16,6 +16,9 @@ from anthology.planned_requests import NONCOMPLIANT_HIGH
 from anthology.redact import redact
 from anthology.token_counts import CHARS_PER_TOKEN_RANGE, TokenCounter
 
+#: Characters a line of the table may take where the output is not a terminal.
+WIDE = 140
+
 
 def print_estimate(
     console: Console,
@@ -54,7 +57,8 @@ def print_estimate(
         if cached:
             cells.append(f"{row.cache_hits:,} of {row.cache_checked:,}" if row.cache_checked else "n/a")
         table.add_row(*cells)
-    console.print(table)
+    wide = console if console.is_terminal else Console(file=console.file, width=WIDE)  # a pipe has no width
+    wide.print(table)
     for line in _notes(config, rates, times, costs, counter=counter, billing=billing, cached=cached):
         console.print(line, soft_wrap=True, highlight=False)
 

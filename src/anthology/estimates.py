@@ -30,7 +30,7 @@ from typing import Any
 
 from anthology.config import ModelSettings, RunConfig
 from anthology.models.base import GenerateRequest, ScoreRequest
-from anthology.planned_requests import ZERO, Artifacts, Planned, Span, plan
+from anthology.planned_requests import ZERO, Artifacts, Planned, Span, evenly, plan
 from anthology.surveys import Survey
 from anthology.token_counts import CharacterCounter, TokenCounter
 
@@ -131,9 +131,9 @@ def _per_request(
     if not requests:
         return 0.0, 0.0, 1.0, ZERO
     if isinstance(requests[0], GenerateRequest):
-        tokens = counter.prompts([r.prompt for r in requests])  # type: ignore[union-attr]
+        tokens = counter.prompts([r.prompt for r in requests if isinstance(r, GenerateRequest)])
         return _mean(tokens), _mean(tokens), 1.0, ZERO
-    scores: Sequence[ScoreRequest] = requests  # type: ignore[assignment]
+    scores = [r for r in requests if isinstance(r, ScoreRequest)]
     contexts = counter.prompts([r.context for r in scores])
     if billing.scoring == "echo":
         billed = [
@@ -184,19 +184,23 @@ def _tally(
 def _cached(
     requests: Sequence[GenerateRequest | ScoreRequest], cache: Any, identity: dict[str, Any]
 ) -> tuple[int, int]:
-    """How many units of ``requests`` there are and how many the cache holds."""
+    """How many units of ``requests`` were looked up and how many the cache holds (of a request
+    of many samples, :data:`_SAMPLES_LOOKED_UP` spread over them)."""
     from anthology.models.response_cache import generate_key, score_key
 
     keys = [
         key
         for r in requests
         for key in (
-            [generate_key(identity, r, r.first_sample + j) for j in range(r.n)]
+            [generate_key(identity, r, r.first_sample + j) for j in evenly(r.n, _SAMPLES_LOOKED_UP)]
             if isinstance(r, GenerateRequest)
             else [score_key(identity, r)]
         )
     ]
     return len(keys), len(cache.get_many(keys))
+
+
+_SAMPLES_LOOKED_UP = 64
 
 
 def calibrate(model: Any) -> Rates | None:
@@ -205,8 +209,6 @@ def calibrate(model: Any) -> Rates | None:
     if not (hasattr(model, "tokenizer") and hasattr(model, "model")):
         return None
     import torch
-
-    from anthology.models.base import GenerateRequest
 
     with torch.inference_mode():
         ids = torch.randint(0, len(model.tokenizer) - 1, (1, 256), device=model.device)
@@ -326,7 +328,9 @@ def duration_text(seconds: float) -> str:
 
 
 def money_text(amount: float) -> str:
-    """A cost in the prices' currency: ``1,234``, ``12.34``, ``0.0042``."""
+    """A cost in the prices' currency: ``0.0042``, ``12.34``, ``1,234``, then as counts (``56.8k``)."""
+    if amount >= 10_000:
+        return count_text(amount)
     if amount >= 1000:
         return f"{amount:,.0f}"
     if amount >= 1 or amount == 0:

@@ -106,8 +106,8 @@ class Span:
         return Span(self.low * other.low, self.high * other.high)
 
 
-#: Nothing, at both ends.
-ZERO = Span(0, 0)
+#: Nothing, and all, at both ends.
+ZERO, ONE = Span(0, 0), Span(1, 1)
 
 
 @dataclass
@@ -302,13 +302,13 @@ def _demographics(c: RunConfig, pool: _Pool, counter: TokenCounter) -> list[Plan
 class _Group:
     """A method's panel sample, its members, the tokens its contexts lack, whether the contexts are
     exactly the stage's, and the share of its questions that are distinct prompts (see
-    :func:`_distinct`)."""
+    :func:`_distinct_anthology`)."""
 
     panel: pd.DataFrame
     members: Span
     extra: Span
     exact: bool
-    distinct: Span = Span(1, 1)
+    distinct: Span = ONE
 
 
 def _ask(
@@ -326,7 +326,7 @@ def _ask(
         group.distinct = shared
     for method in (m for m in a.methods if m in BASELINES):
         panel = baseline_contexts(survey, [method], seed=c.seed, respondent_ids=chosen_ids, style=style)
-        distinct = _distinct_nothing(c, survey, ids) if method == "nothing" else Span(1, 1)
+        distinct = _distinct_nothing(c, survey, ids) if method == "nothing" else ONE
         groups.append(_Group(panel, Span.of(len(ids)), ZERO, True, distinct))
     planned: list[Planned] = []
     if "dp" in a.methods:
@@ -372,7 +372,7 @@ def _distinct_anthology(
     is scored once. Counted where the matches are known; else, at the low end, the personas are
     taken to be drawn at random from the fewest kept, and at the high end to be all different."""
     if not methods or not _scored_once(c) or c.ask.append is not None:
-        return Span(1, 1)
+        return ONE
     a, names = c.ask, [m.removeprefix("anthology-") for m in methods]
     questions = survey.questionnaire.ids
     if matches is not None and pool.real and set(names) <= set(matches["method"]):
@@ -396,7 +396,7 @@ def _distinct_nothing(c: RunConfig, survey: Survey, ids: list[Any]) -> Span:
     """The share of the Nothing baseline's questions that are distinct prompts: with no context,
     a question is one prompt with its options forward and one reversed, whoever is asked."""
     if not _scored_once(c):
-        return Span(1, 1)
+        return ONE
     questions = survey.questionnaire.ids
     some = ids[:4096]  # beyond, every question is all but surely seen both ways
     seen = {(q, reversed_options(c.seed, "nothing", rid, q, c.ask)) for rid in some for q in questions}

@@ -60,7 +60,11 @@ SHORTCUTS = {
 @click.option("--ask-mode", type=click.Choice(["sample", "logprob"]))
 @click.option("--context", type=click.Choice(["sequential", "independent"]))
 @model_options()
-@click.option("--dry-run", is_flag=True, help="Print model calls, tokens and a time estimate; run nothing.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print each model stage's requests, tokens, time and cost (with prices) as ranges; run nothing.",
+)
 @yes_option
 def run(
     config_file: Path | None,

@@ -35,7 +35,7 @@ yes_option = click.option(
     "--yes",
     is_flag=True,
     help="Run even when the estimate says the study would take over a week or more memory than "
-    "this machine has.",
+    "this machine has (not past --max-cost).",
 )
 profile_option = click.option(
     "--profile",
