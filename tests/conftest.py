@@ -45,6 +45,16 @@ def tiny_parts():
     return build_tiny_llama()
 
 
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory, tiny_parts) -> str:
+    """The tiny model saved as a transformers folder, for the CLI and the registry (read only)."""
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    model, tokenizer = tiny_parts
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
 def tiny_hf(parts, **options):
     """The local backend over a tiny (model, tokenizer); ``options`` go to ``HFModel``."""
     from anthology.models.hf import HFModel

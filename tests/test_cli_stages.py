@@ -24,15 +24,6 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory, tiny_parts):
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    model, tokenizer = tiny_parts
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
-
-
 def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
     assert result.returncode == 0, result.stderr
     return result

@@ -44,15 +44,6 @@ TINY = {
 }
 
 
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory, tiny_parts) -> str:
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    model, tokenizer = tiny_parts
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
-
-
 def opener(c, run):
     from anthology.cli.common import open_model
 

@@ -20,15 +20,6 @@ EXAMPLES = Path(__file__).parents[1] / "examples"
 QUICK = ("-n", "2", "--max-tokens", "4", "--min-tokens", "1", "--no-preamble", "--first-person", "off")
 
 
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory, tiny_parts) -> str:
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    model, tokenizer = tiny_parts
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
-
-
 def cli(*args: str) -> tuple[int, str]:
     result = CliRunner().invoke(app, list(args))
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception

@@ -262,15 +262,6 @@ def test_usage_counts_equal_a_hand_count():
 # -- a tiny-model study with a raked panel, from the command line ---------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory, tiny_parts):
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    model, tokenizer = tiny_parts
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
-
-
 def invoke(*args: str):
     result = CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
