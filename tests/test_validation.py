@@ -273,7 +273,7 @@ def test_the_refusal_rule(monkeypatch):
     assert estimates.beyond_reason(rows, big, None, lambda: fast) is None  # measured: fast enough
     slow = {"prefill_tokens_per_s": 1000.0, "decode_steps_per_s": 10.0, "batch": 16}
     line = estimates.beyond_reason(rows, big, None, lambda: slow)
-    assert line is not None and "days of model time at the rates measured here, over a week" in line
+    assert line is not None and "days of model time at the rates measured here, more than the week" in line
     assert estimates.beyond_reason(rows, big, None, lambda: None) is None  # a server: fast rates
     huge = load_config(None, {"backstories.n": 1_000_000})  # 40 sampled answers per question
     rows = estimates.estimate(huge, ("backstories", "demographics"), None)
