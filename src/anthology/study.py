@@ -164,6 +164,12 @@ def check_capabilities(model: Any, config: RunConfig, stages: Sequence[str] | No
     needs_scores = ("demographics" in names and config.demographics.mode == "logprob") or (
         "ask" in names and config.ask.mode == "logprob"
     )
+    critic = config.backstories.critic != "off" and bool(names & {"backstories", "pool", "ask"})
+    if critic and not caps.logprobs:
+        raise CapabilityError(
+            f"model {redact(config.model.name)!r} returns no log-probabilities, so the backstory critic "
+            "cannot score: set backstories.critic: off"
+        )
     if needs_scores and not caps.logprobs:
         raise CapabilityError(
             f"model {redact(config.model.name)!r} returns no log-probabilities, so logprob mode cannot run: "
