@@ -68,7 +68,15 @@ def test_run_kill_and_resume_gives_the_uninterrupted_result(config_file, tmp_pat
     assert (straight / "report.html").exists()
     assert "report:" in done.stdout
     manifest = json.loads((straight / "manifest.json").read_text())
-    assert set(manifest["stages"]) == {"backstories", "demographics", "match", "ask", "evaluate", "report"}
+    assert set(manifest["stages"]) == {
+        "backstories",
+        "demographics",
+        "pool",
+        "match",
+        "ask",
+        "evaluate",
+        "report",
+    }
     assert manifest["versions"]["anthology-personas"]
 
     resumed = tmp_path / "resumed"
