@@ -409,3 +409,42 @@ def test_a_run_killed_during_the_top_up_resumes_with_no_repeated_model_call(stud
         pd.testing.assert_frame_equal(
             pd.read_parquet(out / f"{name}.parquet"), pd.read_parquet(straight / f"{name}.parquet")
         )
+
+
+def test_the_critic_needs_a_model_with_log_probabilities():
+    from anthology.config import load_config
+    from anthology.errors import CapabilityError
+    from anthology.study import check_capabilities
+
+    class Sampler(PoolModel):
+        capabilities = Capabilities(True, True, False, None, None, True)
+
+    config = load_config(
+        None, {"backstories.critic": "flag", "demographics.mode": "sample", "ask.mode": "sample"}
+    )
+    with pytest.raises(CapabilityError, match=r"backstories\.critic: off"):
+        check_capabilities(Sampler(), config, ["backstories"])
+    check_capabilities(
+        Sampler(), config.updated(backstories=config.backstories.updated(critic="off")), ["backstories"]
+    )
+
+
+def test_a_dry_run_counts_the_critics_questions_with_the_backstories():
+    from anthology.config import load_config
+    from anthology.estimates import Billing, estimate
+    from anthology.token_counts import CharacterCounter
+
+    base = {"backstories.n": 10, "backstories.preamble": False, "backstories.max_tokens": 100}
+    rows = {
+        critic: estimate(
+            load_config(None, {**base, "backstories.critic": critic}),
+            ["backstories"],
+            None,
+            counter=CharacterCounter(),
+            billing=Billing(),
+        )[0]
+        for critic in ("off", "drop")
+    }
+    # One scoring question after each kept backstory: half the pool low, all of it high.
+    assert rows["drop"].requests.low == rows["off"].requests.low + 5
+    assert rows["drop"].requests.high == rows["off"].requests.high + 10

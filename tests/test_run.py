@@ -102,7 +102,7 @@ def test_run_kill_and_resume_gives_the_uninterrupted_result(config_file, tmp_pat
     # A third run has nothing left to do and makes no model call.
     third = cli("run", str(config_file), "--out", str(resumed))
     assert third.returncode == 0, third.stderr
-    assert third.stderr.count("done already, skipped") == 6
+    assert third.stderr.count("done already, skipped") == 7
 
 
 def test_second_writer_is_refused_while_a_run_holds_the_directory(config_file, tmp_path):

@@ -168,15 +168,25 @@ def generate_backstories(
 def apply_filters(
     model: LanguageModel, frame: pd.DataFrame, config: BackstoryConfig, earlier: pd.DataFrame | None = None
 ) -> pd.DataFrame:
-    """``frame`` with ``drop_reason`` and ``kept`` (:func:`drop_reasons`) and, with the critic on,
-    each backstory's probability of contradicting itself (``contradiction``, NaN for those dropped
-    before the critic read them) and whether the critic flags it (``contradicts``: P >= 0.5)."""
-    found: list[float] = []
-    frame["drop_reason"] = drop_reasons(model, frame, config, earlier=earlier, contradiction=found)
-    frame["kept"] = frame["drop_reason"] == ""
+    """``frame`` with ``drop_reason`` and ``kept`` (:func:`drop_reasons`, then the critic) and, with
+    the critic on, each backstory's probability of contradicting itself (``contradiction``, NaN for
+    those the other filters dropped, which it does not read) and whether it flags it (``contradicts``:
+    P >= 0.5); ``critic: drop`` drops the flagged (:data:`CONTRADICTION`)."""
+    reasons = drop_reasons(model, frame, config, earlier=earlier)
     if config.critic != "off":
-        frame["contradiction"] = np.asarray(found, dtype=np.float64)
+        alive = [i for i, r in enumerate(reasons) if not r]
+        found = np.full(len(frame), np.nan)
+        if alive:
+            found[alive] = _yes_shares(model, frame["text"].iloc[alive].tolist(), CRITIC_QUESTION)
+        frame["contradiction"] = found
         frame["contradicts"] = frame["contradiction"] >= 0.5
+        if config.critic == "drop":
+            reasons = [
+                CONTRADICTION if flagged else r
+                for r, flagged in zip(reasons, frame["contradicts"], strict=True)
+            ]
+    frame["drop_reason"] = reasons
+    frame["kept"] = frame["drop_reason"] == ""
     return frame
 
 
@@ -184,16 +194,10 @@ _COLUMNS = ("persona_id", "style", "context", "text", "tokens", "words", "finish
 
 
 def drop_reasons(
-    model: LanguageModel,
-    frame: pd.DataFrame,
-    config: BackstoryConfig,
-    earlier: pd.DataFrame | None = None,
-    contradiction: list[float] | None = None,
+    model: LanguageModel, frame: pd.DataFrame, config: BackstoryConfig, earlier: pd.DataFrame | None = None
 ) -> list[str]:
-    """Why each backstory is dropped (empty: kept), filter by filter: length, first person, exact and
-    near duplicates (of an earlier one, or of a kept one of ``earlier``), then the critic, which reads
-    the backstories left; each one's probability of contradicting itself is appended to
-    ``contradiction`` (NaN for those dropped before it)."""
+    """Why each backstory is dropped (empty: kept), filter by filter: length, first person, then exact
+    and near duplicates of an earlier one or of a kept one of ``earlier`` (a pool being topped up)."""
     reasons = [""] * len(frame)
     for i, row in enumerate(frame.itertuples()):
         if row.tokens < config.min_tokens:
@@ -218,17 +222,6 @@ def drop_reasons(
         for i, dup in zip(alive, dups, strict=True):
             if dup is not None:
                 reasons[i] = f"duplicate of {ids[dup]}"
-    if config.critic != "off":
-        alive = [i for i, r in enumerate(reasons) if not r]
-        found = [float("nan")] * len(frame)
-        for i, p in zip(
-            alive, _yes_shares(model, frame["text"].iloc[alive].tolist(), CRITIC_QUESTION), strict=True
-        ):
-            found[i] = p
-            if config.critic == "drop" and p >= 0.5:
-                reasons[i] = CONTRADICTION
-        if contradiction is not None:
-            contradiction += found
     return reasons
 
 
