@@ -29,7 +29,9 @@ from anthology.method.demographics import agreement, asked_traits, survey_demogr
 from anthology.method.margins import Margins, read_margins
 from anthology.method.matching import match_survey
 from anthology.method.settings import RAKED
+from anthology.method.topup import audit_frame, top_up
 from anthology.models.base import LanguageModel
+from anthology.persona_pool import read_pool
 from anthology.redact import redact_values
 from anthology.store import RunDir
 from anthology.surveys import Survey, Trait, load_codebook, load_survey
@@ -78,8 +80,11 @@ def kept_line(found: dict[str, Any]) -> str:
     """``kept 9 of 12 backstories (dropped: 2 too short: fewer tokens than 41, 1 duplicate)`` from a
     backstories :func:`~anthology.method.backstories.summary`."""
     dropped = ", ".join(f"{count} {reason}" for reason, count in found["dropped"].items())
-    return f"kept {found['kept']} of {found['generated']} backstories" + (
-        f" (dropped: {dropped})" if dropped else ""
+    flagged = found.get("contradictions", {}).get("kept_flagged", 0)
+    return (
+        f"kept {found['kept']} of {found['generated']} backstories"
+        + (f" (dropped: {dropped})" if dropped else "")
+        + (f"; {flagged} kept flagged as contradicting themselves (LLM critic)" if flagged else "")
     )
 
 
@@ -157,7 +162,7 @@ def match(stage: StageRun) -> dict[str, Any]:
         )
     matches, report = match_survey(
         survey,
-        stage.run.read("demographics"),
+        read_pool(stage.run, "demographics"),
         c.matching.methods,
         seed=c.seed,
         objective=c.matching.objective,
@@ -215,7 +220,9 @@ def ask(stage: StageRun) -> dict[str, Any]:
             raise ConfigError(f"no {missing[0]!r} matches in {run.root}: run `anthology match` with it")
         chosen = matches[matches["method"].isin(matching)]
         panels.append(
-            anthology_panel(chosen, run.read("backstories"), survey=survey, append=a.append, seed=c.seed)
+            anthology_panel(
+                chosen, read_pool(run, "backstories"), survey=survey, append=a.append, seed=c.seed
+            )
         )
     natural = c.backstories.narrow(BackstoryConfig)
     if not run.has("backstories") and not model.capabilities.completion:
@@ -243,6 +250,48 @@ def ask(stage: StageRun) -> dict[str, Any]:
     run.write("distributions", dists)
     info["compliance"] = compliance(answers).to_dict(orient="records")
     return info
+
+
+def pool(stage: StageRun) -> dict[str, Any]:
+    """Audit the pool's coverage of the survey's (sampled) respondents and, with a budget
+    (``pool.top_up``), top it up until the audit passes (:mod:`anthology.method.topup`). The new
+    personas are written apart (``topup_backstories``, ``topup_demographics``; empty without a
+    top-up), and match and ask read them after the first pool's (:func:`read_pool`)."""
+    c, run = stage.config, stage.run
+    survey = open_survey(c)
+    if survey.respondents is None:
+        raise ConfigError(
+            f"survey {c.survey.name!r} has no respondent data to audit the pool against: give its data "
+            "file (survey.data or --data)"
+        )
+    stories = run.read("backstories")
+    made = top_up(
+        stage.need_model(),  # called only to top up: without a budget the stage only audits
+        survey,
+        stories,
+        run.read("demographics"),
+        seed=c.seed,
+        config=c.pool,
+        backstory_config=c.backstories.narrow(BackstoryConfig),
+        demographics_config=c.demographics,
+        traits=study_traits(c),
+        batch=c.backstories.n,
+    )
+    run.write("topup_backstories", made.backstories)
+    run.write("topup_demographics", made.demographics)
+    run.write("audit", audit_frame(made.audits))
+    first, last = made.audits[0], made.audits[-1]
+    return {
+        "critic": {"pool": summary(stories).get("contradictions")}
+        | ({"topup": summary(made.backstories).get("contradictions")} if made.rounds else {}),
+        "rounds": made.rounds,
+        "added": {"generated": len(made.backstories), "kept": int(made.backstories["kept"].sum())},
+        "topup": summary(made.backstories) if made.rounds else None,
+        "budget": c.pool.top_up,
+        "passed": last.passed,
+        "before": first.summary(),
+        "after": last.summary(),
+    }
 
 
 def evaluate(stage: StageRun) -> dict[str, Any]:
@@ -281,9 +330,19 @@ STAGES: tuple[Stage, ...] = (
         parts=trait_parts,
     ),
     Stage(
+        "pool",
+        ("survey", "backstories", "demographics", "pool"),
+        ("backstories", "demographics"),
+        ("topup_backstories", "topup_demographics", "audit"),
+        model=True,
+        survey=True,
+        execute=pool,
+        parts=trait_parts,
+    ),
+    Stage(
         "match",
         ("survey", "matching"),
-        ("demographics",),
+        ("demographics", "topup_demographics"),
         ("matches", "humans"),
         model=False,
         survey=True,
@@ -293,7 +352,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "ask",
         ("backstories", "ask"),
-        ("backstories", "matches", "humans"),
+        ("backstories", "topup_backstories", "matches", "humans"),
         ("answers", "distributions"),
         model=True,
         survey=True,
@@ -312,7 +371,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "report",
         ("evaluate",),
-        ("answers", "distributions", "humans", "matches", "backstories", *EVALUATION_FILES),
+        ("answers", "distributions", "humans", "matches", "backstories", "audit", *EVALUATION_FILES),
         ("report.html",),
         model=False,
         survey=True,

@@ -48,6 +48,8 @@ from anthology.method.answering import (
     score_request,
 )
 from anthology.method.backstories import (
+    CRITIC_QUESTION,
+    JUDGE_QUESTION,
     PREAMBLE_ROUNDS,
     PREAMBLE_TOKENS,
     BackstoryConfig,
@@ -252,9 +254,11 @@ def _backstories(c: RunConfig, pool: _Pool, counter: TokenCounter) -> list[Plann
             keyed=sample if b.preamble is None else (),
         )
     )
+    story = Span(min(b.min_tokens, b.max_tokens), b.max_tokens)
     if b.first_person == "judge":
-        story = Span(min(b.min_tokens, b.max_tokens), b.max_tokens)
         planned.append(_judge("backstories", pool.kept, story))
+    if b.critic != "off":
+        planned.append(_judge("backstories", pool.kept, story, CRITIC_QUESTION))
     return planned
 
 
@@ -265,9 +269,9 @@ def _written(b: BackstoryConfig) -> Span:
     return Span(KEPT_SHARE_LOW * shortest + (1 - KEPT_SHARE_LOW), b.max_tokens)
 
 
-def _judge(row: str, candidates: Span, story: Span) -> Planned:
-    """The LLM judge's question after each backstory that passes the length filters."""
-    return Planned(row, [judge_request("")], candidates, candidates, extra=story)
+def _judge(row: str, candidates: Span, story: Span, question: str = JUDGE_QUESTION) -> Planned:
+    """The LLM judge's question (or the critic's) after each backstory that passes the length filters."""
+    return Planned(row, [judge_request("", question)], candidates, candidates, extra=story)
 
 
 def _preamble_rounds(n: int, share: float) -> tuple[int, int]:
@@ -341,6 +345,8 @@ def _ask(
         kept = Span(math.ceil(KEPT_SHARE_LOW * len(ids)), len(ids))
         if dp.first_person == "judge":
             planned.append(_judge("ask (dp backstories)", kept, story))
+        if dp.critic != "off":
+            planned.append(_judge("ask (dp backstories)", kept, story, CRITIC_QUESTION))
         rows = [
             ("dp", rid, f"dp-{rid}", dp.style, dp_context(dp.style, texts[rid], "")) for rid in chosen_ids
         ]

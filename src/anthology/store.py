@@ -31,6 +31,9 @@ PRODUCERS = {
     "matches": "anthology match",
     "answers": "anthology ask",
     "distributions": "anthology ask",
+    "topup_backstories": "anthology pool",
+    "topup_demographics": "anthology pool",
+    "audit": "anthology pool",
 }
 
 

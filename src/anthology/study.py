@@ -36,6 +36,7 @@ from anthology.models.presets import describe_settings
 from anthology.models.response_cache import ResponseCache
 from anthology.pipeline import Stage
 from anthology.planned_requests import Artifacts
+from anthology.pool_summary import pool_lines
 from anthology.redact import redact, redact_values
 from anthology.store import RunDir
 from anthology.surveys import Survey, load_codebook, load_survey, survey_content_hash
@@ -164,6 +165,12 @@ def check_capabilities(model: Any, config: RunConfig, stages: Sequence[str] | No
     needs_scores = ("demographics" in names and config.demographics.mode == "logprob") or (
         "ask" in names and config.ask.mode == "logprob"
     )
+    critic = config.backstories.critic != "off" and bool(names & {"backstories", "pool", "ask"})
+    if critic and not caps.logprobs:
+        raise CapabilityError(
+            f"model {redact(config.model.name)!r} returns no log-probabilities, so the backstory critic "
+            "cannot score: set backstories.critic: off"
+        )
     if needs_scores and not caps.logprobs:
         raise CapabilityError(
             f"model {redact(config.model.name)!r} returns no log-probabilities, so logprob mode cannot run: "
@@ -215,6 +222,9 @@ def run_study(
                 )
                 if stage.name == "backstories":  # what was kept, and whether matching can succeed
                     console.print(f"    {pipeline.check_pool(run, config, _respondents(study))}")
+                if stage.name == "pool":  # the audit, and what the top-up added
+                    for line in pool_lines(run.manifest()["stages"]["pool"]):
+                        console.print(f"    {line}", soft_wrap=True, highlight=False)
         finally:
             if model is not None:
                 model.close()

@@ -12,7 +12,7 @@ from anthology import __version__
 from anthology.cli.interrupts import interruptible, message
 from anthology.cli.models import models
 from anthology.cli.run import run
-from anthology.cli.stages import ask, backstories, demographics, evaluate, match, report
+from anthology.cli.stages import ask, backstories, demographics, evaluate, match, pool, report
 from anthology.cli.surveys import surveys
 from anthology.errors import AnthologyError
 from anthology.files import disk_problem
@@ -71,7 +71,7 @@ def app() -> None:
 
 app.add_command(models)
 app.add_command(surveys)
-for command in (run, backstories, demographics, match, ask, evaluate, report):
+for command in (run, backstories, demographics, pool, match, ask, evaluate, report):
     app.add_command(command)
 
 

@@ -12,6 +12,7 @@ from anthology.cli.common import model_options
 from anthology.cli.options import field_type
 from anthology.cli.stages import profile_option, yes_option
 from anthology.config import BackstoriesSettings, RunConfig, SurveySettings
+from anthology.method.settings import PoolConfig
 
 #: Shortcuts for the settings a study changes most, by their dotted config keys.
 SHORTCUTS = {
@@ -26,6 +27,7 @@ SHORTCUTS = {
     "demographics_mode": "demographics.mode",
     "ask_mode": "ask.mode",
     "context": "ask.context",
+    "top_up": "pool.top_up",
 }
 
 
@@ -59,6 +61,12 @@ SHORTCUTS = {
 @click.option("--demographics-mode", type=click.Choice(["sample", "logprob"]))
 @click.option("--ask-mode", type=click.Choice(["sample", "logprob"]))
 @click.option("--context", type=click.Choice(["sequential", "independent"]))
+@click.option(
+    "--top-up",
+    type=field_type(PoolConfig, "top_up"),
+    metavar="N",
+    help="Generate up to N more backstories while the pool's coverage audit fails (docs/pool.md).",
+)
 @model_options()
 @click.option(
     "--dry-run",

@@ -211,6 +211,13 @@ def _show_match(entry: dict[str, Any], run: RunDir) -> None:
             Console().print(describe(row), soft_wrap=True, highlight=False)
 
 
+def _show_pool(entry: dict[str, Any], run: RunDir) -> None:
+    from anthology.pool_summary import pool_lines
+
+    for line in pool_lines(entry):
+        Console().print(line, soft_wrap=True, highlight=False)
+
+
 def _show_ask(entry: dict[str, Any], run: RunDir) -> None:
     if "dp" in entry:
         Console().print(
@@ -251,6 +258,15 @@ demographics = _stage_command(
             help="Also run the other mode and report how far log-prob and sampled estimates agree.",
         ),
     ),
+)
+pool = _stage_command(
+    "pool",
+    ("pool",),  # the survey is the run's (its flags would clash with --model's)
+    _show_pool,
+    model=True,
+    doc="Audit the pool's coverage of the run's survey respondents and, with --top-up N, generate and survey "
+    "up to N more backstories until it passes (RUN_DIR/audit.parquet, topup_backstories.parquet, "
+    "topup_demographics.parquet).",
 )
 match = _stage_command(
     "match",

@@ -25,6 +25,7 @@ from anthology.evaluation.names import paper_order, row_method, weighted_row
 from anthology.method.matching import trait_tables
 from anthology.method.raked_panel import persona_cells
 from anthology.metrics.frames import answers_from_frame
+from anthology.persona_pool import read_pool
 from anthology.store import RunDir
 from anthology.surveys import Questionnaire, Survey, load_survey
 
@@ -227,7 +228,7 @@ def load_run(run_dir: str | Path) -> RunData:
         )
     if answers.empty:
         raise ConfigError(f"{run.artifact('answers')} holds no answers: rerun `anthology ask {run.root}`")
-    demographics = run.read("demographics") if run.has("demographics") else None
+    demographics = read_pool(run, "demographics") if run.has("demographics") else None
     matches = run.read("matches") if run.has("matches") else None
     return RunData(run, manifest, survey, humans, answers, demographics, inputs, matches)
 

@@ -39,6 +39,9 @@ _HOMES = {
     "agreement": "demographics",
     "survey_demographics": "demographics",
     "match_survey": "matching",
+    "PoolConfig": "settings",
+    "audit_pool": "topup",
+    "top_up": "topup",
 }
 
 
@@ -52,9 +55,11 @@ __all__ = [
     "AskConfig",
     "BackstoryConfig",
     "DemographicsConfig",
+    "PoolConfig",
     "agreement",
     "anthology_panel",
     "ask",
+    "audit_pool",
     "baseline_contexts",
     "compliance",
     "dp_backstories",
@@ -63,4 +68,5 @@ __all__ = [
     "match_survey",
     "summary",
     "survey_demographics",
+    "top_up",
 ]

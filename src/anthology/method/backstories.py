@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pandas as pd
 
 from anthology.errors import BackendError
@@ -120,17 +121,29 @@ def persona_id(index: int) -> str:
 
 
 def generate_backstories(
-    model: LanguageModel, n: int, *, seed: int = 0, config: BackstoryConfig | None = None
+    model: LanguageModel,
+    n: int,
+    *,
+    seed: int = 0,
+    config: BackstoryConfig | None = None,
+    start: int = 0,
+    earlier: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Generate ``n`` backstories and filter them. One row per generated backstory: ``persona_id``,
-    ``style``, ``context``, ``text``, ``tokens``, ``words``, ``finish_reason``, ``kept`` and
-    ``drop_reason`` (empty when kept)."""
+    """Generate backstories ``start .. n - 1`` (all ``n`` by default) and filter them. One row per
+    generated backstory: ``persona_id``, ``style``, ``context``, ``text``, ``tokens``, ``words``,
+    ``finish_reason``, ``kept`` and ``drop_reason`` (empty when kept), and with the critic on
+    ``contradiction`` and ``contradicts`` (:func:`drop_reasons`). Each persona's seed and preamble
+    answer depend on its index alone, so a pool topped up with ``start = n`` of the first call gets
+    new personas, never the same ones again; near duplicates of the kept backstories of ``earlier``
+    (such a first pool) are dropped as well."""
     config = config or BackstoryConfig()
     yes = _preambles(model, n, config, seed)
-    turns_of = [interview_turns(config, yes[i] if config.preamble else None) for i in range(n)]
-    results = model.generate([backstory_request(config, turns, seed, i) for i, turns in enumerate(turns_of)])
+    indices = range(start, n)
+    turns_of = [interview_turns(config, yes[i] if config.preamble else None) for i in indices]
+    requests = [backstory_request(config, turns, seed, i) for i, turns in zip(indices, turns_of, strict=True)]
+    results = model.generate(requests)
     rows = []
-    for i, (turns, result) in enumerate(zip(turns_of, results, strict=True)):
+    for i, turns, result in zip(indices, turns_of, results, strict=True):
         sample = result.samples[0]
         text = sample.text.strip()
         context = story_context(config, turns, text)
@@ -145,16 +158,46 @@ def generate_backstories(
                 "finish_reason": sample.finish_reason,
             }
         )
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame(rows, columns=list(_COLUMNS))
     # Provenance travels with the artifact: which model and parameters wrote each story.
     frame["model"] = json.dumps(model.identity, sort_keys=True)
     frame["params"] = json.dumps({**config.model_dump(), "seed": seed}, sort_keys=True)
-    frame["drop_reason"] = drop_reasons(model, frame, config)
+    return apply_filters(model, frame, config, earlier=earlier)
+
+
+def apply_filters(
+    model: LanguageModel, frame: pd.DataFrame, config: BackstoryConfig, earlier: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """``frame`` with ``drop_reason`` and ``kept`` (:func:`drop_reasons`, then the critic) and, with
+    the critic on, each backstory's probability of contradicting itself (``contradiction``, NaN for
+    those the other filters dropped, which it does not read) and whether it flags it (``contradicts``:
+    P >= 0.5); ``critic: drop`` drops the flagged (:data:`CONTRADICTION`)."""
+    reasons = drop_reasons(model, frame, config, earlier=earlier)
+    if config.critic != "off":
+        alive = [i for i, r in enumerate(reasons) if not r]
+        found = np.full(len(frame), np.nan)
+        if alive:
+            found[alive] = _yes_shares(model, frame["text"].iloc[alive].tolist(), CRITIC_QUESTION)
+        frame["contradiction"] = found
+        frame["contradicts"] = frame["contradiction"] >= 0.5
+        if config.critic == "drop":
+            reasons = [
+                CONTRADICTION if flagged else r
+                for r, flagged in zip(reasons, frame["contradicts"], strict=True)
+            ]
+    frame["drop_reason"] = reasons
     frame["kept"] = frame["drop_reason"] == ""
     return frame
 
 
-def drop_reasons(model: LanguageModel, frame: pd.DataFrame, config: BackstoryConfig) -> list[str]:
+_COLUMNS = ("persona_id", "style", "context", "text", "tokens", "words", "finish_reason")
+
+
+def drop_reasons(
+    model: LanguageModel, frame: pd.DataFrame, config: BackstoryConfig, earlier: pd.DataFrame | None = None
+) -> list[str]:
+    """Why each backstory is dropped (empty: kept), filter by filter: length, first person, then exact
+    and near duplicates of an earlier one or of a kept one of ``earlier`` (a pool being topped up)."""
     reasons = [""] * len(frame)
     for i, row in enumerate(frame.itertuples()):
         if row.tokens < config.min_tokens:
@@ -171,38 +214,65 @@ def drop_reasons(model: LanguageModel, frame: pd.DataFrame, config: BackstoryCon
             if not first_person:
                 reasons[i] = "not a first-person narrative (LLM judge)"
     if config.near_duplicate <= 1:
+        before = earlier[earlier["kept"]] if earlier is not None else frame.iloc[:0]
         alive = [i for i, r in enumerate(reasons) if not r]
-        dups = filters.duplicate_of(frame["text"].iloc[alive].tolist(), config.near_duplicate)
+        texts = [*before["text"], *frame["text"].iloc[alive]]
+        ids = [*before["persona_id"], *frame["persona_id"].iloc[alive]]
+        dups = filters.duplicate_of(texts, config.near_duplicate)[len(before) :]
         for i, dup in zip(alive, dups, strict=True):
             if dup is not None:
-                reasons[i] = f"duplicate of {frame['persona_id'].iloc[alive[dup]]}"
+                reasons[i] = f"duplicate of {ids[dup]}"
     return reasons
 
 
 JUDGE_QUESTION = "Is the text above a first-person account of the writer's own life?"
+#: The LLM critic's question: does a backstory contradict itself?
+CRITIC_QUESTION = (
+    "Does the story above contradict itself, for example about the writer's age and life events, "
+    "places or family?"
+)
+#: The drop reason of a backstory the critic finds contradicting itself (``critic: drop``).
+CONTRADICTION = "contradiction (LLM critic)"
 
 
-def judge_request(text: str) -> ScoreRequest:
-    """The LLM judge's yes/no question after a backstory's text."""
-    block = prompts.multiple_choice(JUDGE_QUESTION, ("Yes", "No"))
+def judge_request(text: str, question: str = JUDGE_QUESTION) -> ScoreRequest:
+    """A yes/no question after a backstory's text: the LLM judge's (default) or the critic's."""
+    block = prompts.multiple_choice(question, ("Yes", "No"))
     return ScoreRequest(f"{text}\n\n{block}", prompts.option_continuations(2))
+
+
+def _yes_shares(model: LanguageModel, texts: list[str], question: str) -> list[float]:
+    """P(Yes) / (P(Yes) + P(No)) of the yes/no ``question`` after each text (0.5 when both are 0)."""
+    scored = model.score([judge_request(t, question) for t in texts])
+    shares = []
+    for yes, no in (prompts.option_masses(r.logprobs, 2) for r in scored):
+        shares.append(yes / (yes + no) if yes + no > 0 else 0.5)
+    return shares
 
 
 def _judge(model: LanguageModel, texts: list[str]) -> list[bool]:
     """An LLM judge: P(Yes) >= 0.5 on a yes/no question after the text."""
-    scored = model.score([judge_request(t) for t in texts])
-    return [yes >= no for yes, no in (prompts.option_masses(r.logprobs, 2) for r in scored)]
+    return [share >= 0.5 for share in _yes_shares(model, texts, JUDGE_QUESTION)]
 
 
 def summary(frame: pd.DataFrame) -> dict[str, object]:
-    """How many backstories were generated and kept, and why the rest were dropped."""
+    """How many backstories were generated and kept, and why the rest were dropped; with the critic
+    on, also how many it read and how many it flagged as contradicting themselves (``contradictions``;
+    with ``critic: drop`` the flagged are among the dropped)."""
     reasons = frame.loc[~frame["kept"], "drop_reason"].str.replace(
         r"duplicate of .*", "duplicate", regex=True
     )
     reasons = reasons.str.replace(r": \d+ (tokens|words) <", r": fewer \1 than", regex=True)
-    return {
+    found: dict[str, object] = {
         "generated": len(frame),
         "kept": int(frame["kept"].sum()),
         "dropped": {str(k): int(v) for k, v in reasons.value_counts().items()},
         "stopped_at_max_tokens": int((frame["finish_reason"] == "length").sum()),
     }
+    if "contradiction" in frame:
+        found["contradictions"] = {
+            "scored": int(frame["contradiction"].notna().sum()),
+            "flagged": int(frame["contradicts"].sum()),
+            "kept_flagged": int((frame["contradicts"] & frame["kept"]).sum()),
+        }
+    return found

@@ -31,7 +31,7 @@ import pandas as pd
 from anthology.errors import ConfigError
 from anthology.method import filters, prompts
 from anthology.method.answering import PANEL_COLUMNS
-from anthology.method.backstories import BackstoryConfig, drop_reasons, stored_prompt
+from anthology.method.backstories import BackstoryConfig, apply_filters, stored_prompt
 from anthology.method.backstories import Style as PromptStyle
 from anthology.method.seeds import stable_int
 from anthology.method.settings import BASELINES
@@ -232,10 +232,7 @@ def dp_backstories(
                 "finish_reason": sample.finish_reason,
             }
         )
-    frame = pd.DataFrame(rows)
-    frame["drop_reason"] = drop_reasons(model, frame, config)
-    frame["kept"] = frame["drop_reason"] == ""
-    return frame
+    return apply_filters(model, pd.DataFrame(rows), config)
 
 
 def dp_panel(dp: pd.DataFrame) -> pd.DataFrame:

@@ -176,7 +176,7 @@ def trait_tables(survey: Survey, demographics: pd.DataFrame, persona_ids: Sequen
     return tables
 
 
-def _log_tables(tables: Sequence[TraitTable]) -> list[np.ndarray]:
+def log_tables(tables: Sequence[TraitTable]) -> list[np.ndarray]:
     """Per trait, [K + 1, n_personas] log-probabilities; the last row, log(1/K), serves a human whose
     category is unknown (code -1), so a profile's log-weights are a sum of gathered rows."""
     logs = []
@@ -187,12 +187,12 @@ def _log_tables(tables: Sequence[TraitTable]) -> list[np.ndarray]:
     return logs
 
 
-def _codes(tables: Sequence[TraitTable]) -> np.ndarray:
+def trait_codes(tables: Sequence[TraitTable]) -> np.ndarray:
     """[n_humans, n_traits] category codes (-1: unknown): each row is the human's trait profile."""
     return np.stack([np.asarray(t.humans, dtype=np.int64) for t in tables], axis=1)
 
 
-def _block(logs: Sequence[np.ndarray], codes: np.ndarray) -> np.ndarray:
+def block_log_weights(logs: Sequence[np.ndarray], codes: np.ndarray) -> np.ndarray:
     """[len(codes), n_personas] log-weights of the given profiles."""
     block = logs[0][codes[:, 0]]
     for t in range(1, len(logs)):
@@ -208,12 +208,12 @@ def _pair_log_weights(logs: Sequence[np.ndarray], codes: np.ndarray, personas: n
     return total
 
 
-def _block_rows(n_personas: int) -> int:
+def block_rows(n_personas: int) -> int:
     """Profiles per streamed block: a block holds at most ``BLOCK_BYTES`` of float64."""
     return max(1, BLOCK_BYTES // (8 * n_personas))
 
 
-def _profiles(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def distinct_profiles(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Distinct profiles, each human's profile index and each profile's number of humans."""
     profiles, inverse, counts = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
     return profiles, inverse.reshape(-1), counts
@@ -236,10 +236,10 @@ def _dense_assignment(logs: Sequence[np.ndarray], codes: np.ndarray, objective: 
     costs (one n_humans x n_personas float64 array)."""
     from scipy.optimize import linear_sum_assignment
 
-    step = _block_rows(logs[0].shape[1])
+    step = block_rows(logs[0].shape[1])
     cost = np.empty((len(codes), logs[0].shape[1]))
     for start in range(0, len(codes), step):
-        cost[start : start + step] = _block(logs, codes[start : start + step])
+        cost[start : start + step] = block_log_weights(logs, codes[start : start + step])
     np.negative(_gains(cost, objective, inplace=True), out=cost)
     _, chosen = linear_sum_assignment(cost)
     return chosen
@@ -253,10 +253,10 @@ def _argmax(logs: Sequence[np.ndarray], profiles: np.ndarray) -> np.ndarray:
     the float64 argmax."""
     logs32 = [log.astype(np.float32) for log in logs]
     best = np.empty(len(profiles), dtype=np.int64)
-    step = _block_rows(logs[0].shape[1])
+    step = block_rows(logs[0].shape[1])
     for start in range(0, len(profiles), step):
         chunk = profiles[start : start + step]
-        block = _block(logs32, chunk)
+        block = block_log_weights(logs32, chunk)
         top = block.max(axis=1, keepdims=True)
         rows, cols = np.nonzero(block >= top - 1e-5 * (1.0 + np.abs(top)))
         exact = _pair_log_weights(logs, chunk[rows], cols)
@@ -292,7 +292,7 @@ def _candidates(
     either way) and the edges' log-weights recomputed in float64."""
     n_humans, n_personas = len(codes), logs[0].shape[1]
     logs32 = [log.astype(np.float32) for log in logs]
-    profiles, inverse, counts = _profiles(codes)
+    profiles, inverse, counts = distinct_profiles(codes)
     order = np.argsort(-counts, kind="stable")  # most humans first: similar list lengths per block
     position = np.empty(len(order), dtype=np.int64)
     position[order] = np.arange(len(order))
@@ -302,11 +302,11 @@ def _candidates(
     rank = np.arange(n_humans) - np.searchsorted(key, key)  # each human's place within its profile
     window = np.arange(k)
     rows, cols = [], []
-    step = _block_rows(n_personas)
+    step = block_rows(n_personas)
     for start in range(0, len(order), step):
         chunk = order[start : start + step]
         depth = min(n_personas, int(counts[chunk].max()) + k - 1)
-        top = _best_first(_block(logs32, profiles[chunk]), depth)
+        top = _best_first(block_log_weights(logs32, profiles[chunk]), depth)
         lo, hi = np.searchsorted(key, [start, start + len(chunk)])
         ranks = rank[lo:hi, None] + window
         keep = ranks < depth
@@ -366,16 +366,16 @@ def _spare_edges(
     free[matched[matched >= 0]] = False
     free_ids = np.flatnonzero(free)  # at least len(humans): one-to-one, and personas >= humans
     sub = [log[:, free_ids] for log in logs]
-    profiles, inverse, counts = _profiles(codes[humans])
+    profiles, inverse, counts = distinct_profiles(codes[humans])
     members = np.argsort(inverse, kind="stable")  # humans, profile by profile
     starts = np.r_[0, np.cumsum(counts)]
     order = np.argsort(-counts, kind="stable")
     taken = np.zeros(len(free_ids), dtype=bool)
     spare = np.empty(len(humans), dtype=np.int64)
-    step = _block_rows(len(free_ids))
+    step = block_rows(len(free_ids))
     for start in range(0, len(order), step):
         chunk = order[start : start + step]
-        for p, row in zip(chunk, _block(sub, profiles[chunk]), strict=True):
+        for p, row in zip(chunk, block_log_weights(sub, profiles[chunk]), strict=True):
             row[taken] = np.nan  # partitioned last: there are always enough free personas before them
             picks = np.argpartition(-row, counts[p] - 1)[: counts[p]]
             taken[picks] = True
@@ -408,12 +408,12 @@ def match(
             f"({n_personas} personas < {n_humans} humans): generate more backstories, sample fewer "
             "respondents, or use greedy matching"
         )
-    logs, codes = _log_tables(tables), _codes(tables)
+    logs, codes = log_tables(tables), trait_codes(tables)
     if method == "random":
         chosen = np.random.default_rng(seed).integers(n_personas, size=n_humans)
         return Matching(chosen, _pair_log_weights(logs, codes, chosen), "random")
     if method == "greedy":
-        profiles, inverse, _ = _profiles(codes)
+        profiles, inverse, _ = distinct_profiles(codes)
         chosen = _argmax(logs, profiles)[inverse]
         return Matching(chosen, _pair_log_weights(logs, codes, chosen), "streamed argmax")
     if method == "max-weight":

@@ -54,6 +54,10 @@ class BackstoryConfig(Settings):
     near_duplicate: float = Field(
         0.8, ge=0, description="Jaccard similarity above which a backstory is a near duplicate (>1: off)."
     )
+    critic: Literal["off", "flag", "drop"] = Field(
+        "off",
+        description="LLM critic of internal contradictions: off, flag (keep, marked) or drop the flagged.",
+    )
 
     @field_validator("preamble", mode="before")
     @classmethod
@@ -97,3 +101,24 @@ class AskConfig(Settings):
     max_tokens: int = Field(128, ge=1, le=TOKENS_MAX, description="Max tokens per sampled answer.")
     stop: tuple[str, ...] = Field(("\n", "Question:"), description="Stop strings of a sampled answer.")
     instruction: str = Field(ANSWER_INSTRUCTION, description="The answering instruction.")
+
+
+class PoolConfig(Settings):
+    """The backstory pool's coverage audit and top-up (:mod:`anthology.method.audit`,
+    :mod:`anthology.method.topup`)."""
+
+    plausible: float = Field(
+        0.01, gt=0, le=1, description="Least match weight of a plausible persona for a respondent."
+    )
+    min_plausible: int = Field(
+        1, ge=1, le=1_000_000, description="The audit passes when every respondent has this many plausible."
+    )
+    top_up: int = Field(
+        0,
+        ge=0,
+        le=1_000_000,
+        description="Most new backstories to generate while the audit fails (0: audit only).",
+    )
+    batch: int | None = Field(
+        None, ge=1, le=1_000_000, description="New backstories per top-up round (default: backstories.n)."
+    )

@@ -45,6 +45,8 @@ from anthology.method.matching import persona_probabilities, usage
 from anthology.method.raking import kish_ess
 from anthology.method.settings import PANELS, RAKED
 from anthology.metrics import Comparison, compare
+from anthology.persona_pool import read_pool
+from anthology.pool_summary import pool_section
 from anthology.report import svg
 from anthology.surveys import DECLINE
 
@@ -127,6 +129,7 @@ def write_report(run_dir: str | Path) -> Path:
         demographics=_demographics(data, pool),
         samples=_samples(data, pool),
         metadata=_metadata(manifest),
+        pool_audit=_pool_audit(manifest),
     )
     return atomic_write(root / "report.html", lambda tmp: tmp.write_text(html, encoding="utf-8"))
 
@@ -149,7 +152,7 @@ def _number(value: Any, digits: int = 3) -> str:
 
 def _overview(data: RunData) -> dict[str, Any]:
     weights = data.human_weights
-    stories = data.run.read("backstories") if data.run.has("backstories") else None
+    stories = read_pool(data.run, "backstories") if data.run.has("backstories") else None
     return {
         "run": data.run.root.resolve().name,
         "survey": data.survey.name,
@@ -432,6 +435,12 @@ def _demographics(data: RunData, pool: list[PoolTrait]) -> list[dict[str, Any]]:
     return out
 
 
+def _pool_audit(manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """The "Pool audit" section, from the pool stage's entry (``None``: the run has none)."""
+    entry = manifest.get("stages", {}).get("pool")
+    return pool_section(entry, (entry or {}).get("settings", {}).get("pool", {}))
+
+
 def _samples(data: RunData, pool: list[PoolTrait]) -> list[dict[str, Any]]:
     """A few matched backstories with their human's demographics and the persona's likeliest ones."""
     if not (data.run.has("matches") and data.run.has("backstories")):
@@ -440,7 +449,7 @@ def _samples(data: RunData, pool: list[PoolTrait]) -> list[dict[str, Any]]:
     matching = next((m for m in MATCHINGS if (matches["method"] == m).any()), None)
     if matching is None:
         return []
-    stories = data.run.read("backstories").set_index("persona_id")["text"]
+    stories = read_pool(data.run, "backstories").set_index("persona_id")["text"]
     humans = data.humans.set_index("respondent_id")
     traits = [c for c in humans.columns if c != "weight" and c not in data.question_ids]
     picked = matches[matches["method"] == matching].drop_duplicates("persona_id").head(SAMPLE_BACKSTORIES)
