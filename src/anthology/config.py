@@ -29,6 +29,7 @@ from anthology.method.settings import (
     BackstoryConfig,
     DemographicsConfig,
     Method,
+    OpenConfig,
 )
 from anthology.method.settings import METHODS as MATCHING_METHODS
 from anthology.models.presets import PRESETS
@@ -221,6 +222,7 @@ SECTIONS: dict[str, type[Settings]] = {
     "matching": MatchSettings,
     "ask": AskSettings,
     "evaluate": EvaluateSettings,
+    "open": OpenConfig,
 }
 
 _FAST: dict[str, dict[str, Any]] = {
@@ -260,6 +262,7 @@ class RunConfig(Settings):
     matching: MatchSettings = MatchSettings()
     ask: AskSettings = AskSettings()
     evaluate: EvaluateSettings = EvaluateSettings()
+    open: OpenConfig = OpenConfig()
 
     @field_validator("out")
     @classmethod

@@ -31,6 +31,8 @@ PRODUCERS = {
     "matches": "anthology match",
     "answers": "anthology ask",
     "distributions": "anthology ask",
+    "open_answers": "anthology run",
+    "open_codes": "anthology run",
 }
 
 

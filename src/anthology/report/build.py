@@ -46,6 +46,7 @@ from anthology.method.raking import kish_ess
 from anthology.method.settings import PANELS, RAKED
 from anthology.metrics import Comparison, compare
 from anthology.report import svg
+from anthology.report.open_section import open_section
 from anthology.surveys import DECLINE
 
 #: Backstories shown with their matched human.
@@ -126,6 +127,7 @@ def write_report(run_dir: str | Path) -> Path:
         subgroups=_subgroups(evaluation, tuple(rows)),
         demographics=_demographics(data, pool),
         samples=_samples(data, pool),
+        open_questions=open_section(data.run),
         metadata=_metadata(manifest),
     )
     return atomic_write(root / "report.html", lambda tmp: tmp.write_text(html, encoding="utf-8"))
