@@ -61,6 +61,15 @@ def test_open_questions_load_with_the_closed_options_as_categories(tmp_path):
     assert codebook.columns()["parks_text"] == ("open_questions", 0, "column")
 
 
+def test_surveys_show_lists_the_open_questions(tmp_path):
+    from surveys_support import run_cli as cli
+
+    result = cli("surveys", "show", str(town_with_open(tmp_path)))
+    assert result.returncode == 0, result.stderr
+    assert "Open questions" in result.stdout and "parks_open" in result.stdout
+    assert "closed: parks" in result.stdout and "Roads (potholes, traffic, parking)" in result.stdout
+
+
 @pytest.mark.parametrize(
     ("entry", "problem"),
     [
