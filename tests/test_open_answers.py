@@ -288,6 +288,12 @@ def test_a_tiny_run_answers_codes_reports_and_resumes_after_kill_9(tmp_path, tin
     assert (
         "humans" in set(codes["method"]) and len(codes) == len(answers) + (codes["method"] == "humans").sum()
     )
+    closed = closed_answers(
+        pd.read_parquet(out / "answers.parquet"), pd.read_parquet(out / "humans.parquet"), ["parks"]
+    )
+    table = open_agreement(codes, closed, {"parks_open": "parks"}, {"parks_open": 4})
+    assert {"humans", "anthology-greedy", "qa", "dp"} <= set(table["method"])
+    assert table["wd"].between(0, 3).all() and table["agreement"].between(0, 1).all()
     html = (out / "report.html").read_text()
     assert "<h2>Open questions</h2>" in html and "Exact agreement" in html
     # a third run computes nothing at all

@@ -68,7 +68,16 @@ def test_run_kill_and_resume_gives_the_uninterrupted_result(config_file, tmp_pat
     assert (straight / "report.html").exists()
     assert "report:" in done.stdout
     manifest = json.loads((straight / "manifest.json").read_text())
-    assert set(manifest["stages"]) == {"backstories", "demographics", "match", "ask", "evaluate", "report"}
+    assert set(manifest["stages"]) == {
+        "backstories",
+        "demographics",
+        "match",
+        "ask",
+        "open",
+        "code",
+        "evaluate",
+        "report",
+    }
     assert manifest["versions"]["anthology-personas"]
 
     resumed = tmp_path / "resumed"
@@ -94,7 +103,7 @@ def test_run_kill_and_resume_gives_the_uninterrupted_result(config_file, tmp_pat
     # A third run has nothing left to do and makes no model call.
     third = cli("run", str(config_file), "--out", str(resumed))
     assert third.returncode == 0, third.stderr
-    assert third.stderr.count("done already, skipped") == 6
+    assert third.stderr.count("done already, skipped") == 8
 
 
 def test_second_writer_is_refused_while_a_run_holds_the_directory(config_file, tmp_path):

@@ -224,7 +224,16 @@ def test_a_damaged_manifest_is_set_aside_and_every_stage_runs_again_from_the_cac
     assert f"{manifest} is damaged ({why}" in warning and "set it aside as manifest.json.damaged-" in warning
     [aside] = run.glob("manifest.json.damaged-*")
     assert aside.read_bytes() == damaged  # kept, never deleted
-    assert stages_ran(said(result)) == ["backstories", "demographics", "match", "ask", "evaluate", "report"]
+    assert stages_ran(said(result)) == [
+        "backstories",
+        "demographics",
+        "match",
+        "ask",
+        "open",
+        "code",
+        "evaluate",
+        "report",
+    ]
     assert model_requests(server) == before
     assert_same_results(run, finished)
     assert stages_ran(said(invoke("run", str(config)))) == []
