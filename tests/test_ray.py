@@ -229,7 +229,7 @@ def test_sigterm_during_a_ray_run_is_one_line(cluster, folder, tmp_path):
     )
     assert process.stderr is not None
     for line in process.stderr:
-        if line.startswith("[2/7] demographics"):
+        if line.startswith("[2/9] demographics"):
             process.send_signal(signal.SIGTERM)
             break
     _, err = process.communicate(timeout=600)

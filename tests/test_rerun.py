@@ -19,7 +19,7 @@ from surveys_support import write_doc_example
 
 from anthology.cli import app
 
-ALL = ["backstories", "demographics", "pool", "match", "ask", "evaluate", "report"]
+ALL = ["backstories", "demographics", "pool", "match", "ask", "open", "code", "evaluate", "report"]
 
 
 def invoke(*args: str):
@@ -95,11 +95,11 @@ def edit(path: Path, **changes) -> None:
     [
         ({"seed": 2}, ALL),
         ({"model__chat": True, "backstories__style": "chat"}, ALL),
-        ({"ask__max_attempts": 3}, ["ask", "evaluate", "report"]),
-        ({"matching__objective": "log"}, ["match", "ask", "evaluate", "report"]),
+        ({"ask__max_attempts": 3}, ["ask", "open", "code", "evaluate", "report"]),
+        ({"matching__objective": "log"}, ["match", "ask", "open", "code", "evaluate", "report"]),
         ({"evaluate__splits": 5}, ["evaluate", "report"]),
         ({"demographics__mode": "sample", "demographics__samples": 2}, ALL[1:]),
-        ({"survey__respondents": 5}, ["pool", "match", "ask", "evaluate", "report"]),
+        ({"survey__respondents": 5}, ["pool", "match", "ask", "open", "code", "evaluate", "report"]),
     ],
     ids=[
         "seed",
@@ -132,14 +132,25 @@ def test_editing_the_codebook_or_replacing_the_data_reruns_from_matching(copy):
     codebook = folder / "town-survey.yaml"
     codebook.write_text(codebook.read_text().replace("the parks in your neighbourhood", "your local parks"))
     output = invoke("run", str(path)).output
-    assert ran(output) == ["pool", "match", "ask", "evaluate", "report"] and "survey changed" in output
+    assert (
+        ran(output) == ["pool", "match", "ask", "open", "code", "evaluate", "report"]
+        and "survey changed" in output
+    )
     data = folder / "town-survey.csv"
     data.write_text(
         data.read_text().replace(
             "T01,1.10,34,Woman,3,3,D,north,2,2,yes", "T01,1.10,34,Woman,3,3,D,north,4,2,no"
         )
     )
-    assert ran(invoke("run", str(path)).output) == ["pool", "match", "ask", "evaluate", "report"]
+    assert ran(invoke("run", str(path)).output) == [
+        "pool",
+        "match",
+        "ask",
+        "open",
+        "code",
+        "evaluate",
+        "report",
+    ]
     report = (folder / "run" / "report.html").read_text()
     assert "your local parks" in report and "the parks in your neighbourhood" not in report
 

@@ -154,7 +154,7 @@ def test_too_few_kept_backstories_stop_the_run_before_the_demographic_survey(tmp
         "backstories.min_tokens, drop max-weight from matching.methods and ask.methods, or lower "
         "--respondents"
     )
-    assert "[2/7] demographics" not in err and "What is your age?" not in asked  # nothing was surveyed
+    assert "[2/9] demographics" not in err and "What is your age?" not in asked  # nothing was surveyed
     assert (out / "backstories.parquet").is_file() and not (out / "demographics.parquet").exists()
 
 

@@ -230,6 +230,8 @@ def test_a_damaged_manifest_is_set_aside_and_every_stage_runs_again_from_the_cac
         "pool",
         "match",
         "ask",
+        "open",
+        "code",
         "evaluate",
         "report",
     ]

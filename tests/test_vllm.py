@@ -25,6 +25,7 @@ from vllm_support import VLLMServer, vllm_server  # noqa: F401  (the session fix
 from anthology.method import prompts
 from anthology.models.base import GenerateRequest, ScoreRequest
 from anthology.models.openai_compat import OpenAICompatModel
+from anthology.pipeline import STAGES
 from anthology.surveys import load_survey
 from anthology.surveys.traits import CANONICAL_TRAITS
 
@@ -205,7 +206,7 @@ def test_tiny_run_through_vllm_then_again_from_the_cache(vllm_server, tmp_path):
     # The same command again: nothing to do, no model call.
     again = cli("run", str(config), "--out", str(run))
     assert again.returncode == 0, again.stderr
-    assert again.stderr.count("done already, skipped") == 6
+    assert again.stderr.count("done already, skipped") == len(STAGES)
     assert calls(run) == first  # no stage was re-run
 
     # A fresh run directory holding only the first run's response cache: every stage is computed again,

@@ -29,6 +29,7 @@ from anthology.method.settings import (
     BackstoryConfig,
     DemographicsConfig,
     Method,
+    OpenConfig,
     PoolConfig,
 )
 from anthology.method.settings import METHODS as MATCHING_METHODS
@@ -223,6 +224,7 @@ SECTIONS: dict[str, type[Settings]] = {
     "ask": AskSettings,
     "evaluate": EvaluateSettings,
     "pool": PoolConfig,
+    "open": OpenConfig,
 }
 
 _FAST: dict[str, dict[str, Any]] = {
@@ -263,6 +265,7 @@ class RunConfig(Settings):
     ask: AskSettings = AskSettings()
     evaluate: EvaluateSettings = EvaluateSettings()
     pool: PoolConfig = PoolConfig()
+    open: OpenConfig = OpenConfig()
 
     @field_validator("out")
     @classmethod

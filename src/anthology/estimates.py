@@ -297,7 +297,8 @@ def beyond_reason(
         return None
     took = duration_text(longest)
     took = took if took == "over a year" else f"up to {took}"
-    return f"this study would take {took} of model time at {where}, more than the week a run may take without --yes: {_FIX}"
+    limit = "more than the week a run may take without --yes"
+    return f"this study would take {took} of model time at {where}, {limit}: {_FIX}"
 
 
 def over_budget(rows: Sequence[StageEstimate], model: ModelSettings) -> str | None:

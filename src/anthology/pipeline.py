@@ -206,11 +206,20 @@ def model_record(model: LanguageModel) -> dict[str, Any]:
     return redact_values({"identity": model.identity, "scoring": model.capabilities.scoring})
 
 
-def ask(stage: StageRun) -> dict[str, Any]:
-    """Matched personas and the chosen baselines answer the survey."""
-    run, c, model = stage.run, stage.config, stage.need_model()
-    a = c.ask
-    survey = run_survey(run)
+def natural_style(run: RunDir, config: RunConfig, model: LanguageModel) -> BackstoryConfig:
+    """The run's natural backstory settings, in chat style for baselines only from a chat-only server."""
+    natural = config.backstories.narrow(BackstoryConfig)
+    if not run.has("backstories") and not model.capabilities.completion:
+        natural = natural.updated(style="chat")  # baselines only, from a chat-only server
+    return natural
+
+
+def study_panel(
+    run: RunDir, config: RunConfig, survey: Survey, style: str, dp: pd.DataFrame | None
+) -> pd.DataFrame:
+    """Every member the study asks (``ask.methods``): the matched personas, the baselines (in the
+    prompt ``style``) and the kept ``dp`` backstories; the same panel for closed and open questions."""
+    a = config.ask
     panels = []
     matching = [m.removeprefix("anthology-") for m in a.methods if m in ANTHOLOGY_METHODS]
     if matching:
@@ -221,27 +230,35 @@ def ask(stage: StageRun) -> dict[str, Any]:
         chosen = matches[matches["method"].isin(matching)]
         panels.append(
             anthology_panel(
-                chosen, read_pool(run, "backstories"), survey=survey, append=a.append, seed=c.seed
+                chosen, read_pool(run, "backstories"), survey=survey, append=a.append, seed=config.seed
             )
         )
-    natural = c.backstories.narrow(BackstoryConfig)
-    if not run.has("backstories") and not model.capabilities.completion:
-        natural = natural.updated(style="chat")  # baselines only, from a chat-only server
     # Baselines follow the run's prompt style, so a chat-only server can answer them too.
     baselines = [m for m in a.methods if m in BASELINES]
     if baselines:
-        panels.append(baseline_contexts(survey, baselines, seed=c.seed, style=natural.style))
+        panels.append(baseline_contexts(survey, baselines, seed=config.seed, style=style))
+    if dp is not None:
+        panels.append(dp_panel(dp))
+    return pd.concat(panels, ignore_index=True)
+
+
+def ask(stage: StageRun) -> dict[str, Any]:
+    """Matched personas and the chosen baselines answer the survey."""
+    run, c, model = stage.run, stage.config, stage.need_model()
+    a = c.ask
+    survey = run_survey(run)
+    natural = natural_style(run, c, model)
     info: dict[str, Any] = {}
+    dp = None
     if "dp" in a.methods:
         # DP backstories pass the same filters as the run's natural ones, at the paper's temperature 1.1.
         dp_config = natural.updated(temperature=1.1, max_tokens=a.dp_max_tokens)
         dp = dp_backstories(model, survey, seed=c.seed, style=a.dp_style, config=dp_config)
         run.write("dp_backstories", dp)
         info["dp"] = summary(dp)
-        panels.append(dp_panel(dp))
     answers, dists = ask_panel(
         model,
-        pd.concat(panels, ignore_index=True),
+        study_panel(run, c, survey, natural.style, dp),
         survey.questionnaire,
         seed=c.seed,
         config=a.narrow(AskConfig),
@@ -292,6 +309,26 @@ def pool(stage: StageRun) -> dict[str, Any]:
         "before": first.summary(),
         "after": last.summary(),
     }
+
+
+def open_answers(stage: StageRun) -> dict[str, Any]:
+    from anthology.open_stages import answer_stage
+
+    return answer_stage(stage)
+
+
+def coder_parts(config: RunConfig) -> dict[str, Any]:
+    """The codes depend on another coder's full identity, not only on its spec (``open.coder``)."""
+    from anthology.open_stages import coder_identity
+
+    spec = config.open.coder
+    return {} if spec is None else {"coder": fingerprint(coder_identity(spec))}
+
+
+def code_answers(stage: StageRun) -> dict[str, Any]:
+    from anthology.open_stages import code_stage
+
+    return code_stage(stage)
 
 
 def evaluate(stage: StageRun) -> dict[str, Any]:
@@ -359,6 +396,25 @@ STAGES: tuple[Stage, ...] = (
         execute=ask,
     ),
     Stage(
+        "open",
+        ("backstories", "ask", "open"),
+        ("backstories", "topup_backstories", "matches", "humans", "answers", "dp_backstories"),
+        ("open_answers",),
+        model=True,
+        survey=True,
+        execute=open_answers,
+    ),
+    Stage(
+        "code",
+        ("open",),
+        ("open_answers", "humans"),
+        ("open_codes",),
+        model=True,
+        survey=True,
+        execute=code_answers,
+        parts=coder_parts,
+    ),
+    Stage(
         "evaluate",
         ("evaluate",),
         ("answers", "distributions", "humans", "matches"),
@@ -371,7 +427,17 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "report",
         ("evaluate",),
-        ("answers", "distributions", "humans", "matches", "backstories", "audit", *EVALUATION_FILES),
+        (
+            "answers",
+            "distributions",
+            "humans",
+            "matches",
+            "backstories",
+            "topup_backstories",
+            "audit",
+            *EVALUATION_FILES,
+            "open_codes",
+        ),
         ("report.html",),
         model=False,
         survey=True,

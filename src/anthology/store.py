@@ -34,6 +34,8 @@ PRODUCERS = {
     "topup_backstories": "anthology pool",
     "topup_demographics": "anthology pool",
     "audit": "anthology pool",
+    "open_answers": "anthology run",
+    "open_codes": "anthology run",
 }
 
 

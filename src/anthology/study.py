@@ -160,7 +160,7 @@ def check_capabilities(model: Any, config: RunConfig, stages: Sequence[str] | No
     """Refuse, before any model call, what the backend cannot do for the ``stages`` (default: all)."""
     names = set(stages or [s.name for s in pipeline.STAGES])
     caps = model.capabilities
-    if names & {"backstories", "ask"}:
+    if names & {"backstories", "ask", "open"}:
         caps.require(kind="generate", chat=config.backstories.style == "chat")
     needs_scores = ("demographics" in names and config.demographics.mode == "logprob") or (
         "ask" in names and config.ask.mode == "logprob"

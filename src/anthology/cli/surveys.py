@@ -58,6 +58,8 @@ def show(name: str, data: Path | None) -> None:
     _print_summary(console, survey, BUILTINS[name].data_source if name in BUILTINS else None)
     console.print(_traits_table(survey))
     console.print(_questions_table(survey))
+    if survey.codebook.open_questions:
+        console.print(_open_questions_table(survey))
 
 
 @surveys.command("init")
@@ -223,4 +225,22 @@ def _questions_table(survey: Survey) -> Table:
             absent = "".join(f", {kind} {n:,}" for kind, n in counts.items() if n)
             lines.append(f"[dim]answered {int(people.answers[question.id].notna().sum()):,}{absent}[/dim]")
         table.add_row(escape(question.id), wording, "\n".join(lines))
+    return table
+
+
+def _open_questions_table(survey: Survey) -> Table:
+    """The open questions: wording, where the humans' free text is, and the categories coded into."""
+    codebook = survey.codebook
+    table = Table(title="Open questions: free text, coded into categories", show_lines=True)
+    for column in ("id", "question", "categories"):
+        table.add_column(column, overflow="fold")
+    for question in codebook.open_questions:
+        notes = [f"closed: {question.closed}"] if question.closed else []
+        notes += [f"humans' text: column {question.column}"] if question.column else []
+        wording = escape(question.wording) + "".join(f"\n[dim]{escape(n)}[/dim]" for n in notes)
+        categories = [
+            f"{k}. {escape(c.label)}" + (f" [dim]({escape(c.description)})[/dim]" if c.description else "")
+            for k, c in enumerate(codebook.open_categories[question.id], 1)
+        ]
+        table.add_row(escape(question.id), wording, "\n".join(categories))
     return table

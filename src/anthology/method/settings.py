@@ -122,3 +122,17 @@ class PoolConfig(Settings):
     batch: int | None = Field(
         None, ge=1, le=1_000_000, description="New backstories per top-up round (default: backstories.n)."
     )
+
+
+class OpenConfig(Settings):
+    """Free-form answers to a survey's open questions, and the coder that codes them back to their
+    categories (:mod:`anthology.method.open_answers`)."""
+
+    temperature: float = Field(1.0, ge=0, le=10, description="Sampling temperature of free-text answers.")
+    max_tokens: int = Field(96, ge=1, le=TOKENS_MAX, description="Max tokens per free-text answer.")
+    stop: tuple[str, ...] = Field(("\n\n", "Question"), description="Stop strings of free-text answers.")
+    coder: str | None = Field(
+        None,
+        min_length=1,
+        description="Model that codes free-text answers (a --model spec; default: the study's model).",
+    )

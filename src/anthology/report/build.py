@@ -48,6 +48,7 @@ from anthology.metrics import Comparison, compare
 from anthology.persona_pool import read_pool
 from anthology.pool_summary import pool_section
 from anthology.report import svg
+from anthology.report.open_section import open_section
 from anthology.surveys import DECLINE
 
 #: Backstories shown with their matched human.
@@ -128,6 +129,7 @@ def write_report(run_dir: str | Path) -> Path:
         subgroups=_subgroups(evaluation, tuple(rows)),
         demographics=_demographics(data, pool),
         samples=_samples(data, pool),
+        open_questions=open_section(data.run),
         metadata=_metadata(manifest),
         pool_audit=_pool_audit(manifest),
     )

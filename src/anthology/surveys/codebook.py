@@ -22,6 +22,7 @@ from anthology.errors import ConfigError
 from anthology.surveys.codes import Code, CodeProblem, MissingKind, check_distinct
 from anthology.surveys.datafiles import ReadOptions
 from anthology.surveys.declared import TraitDeclaration, persona_traits
+from anthology.surveys.open_questions import OpenCategory, OpenQuestion, check_open_questions
 from anthology.surveys.schema import (
     DECLINE,
     FrozenModel,
@@ -74,6 +75,7 @@ class Codebook(FrozenModel):
     traits: dict[str, SurveyTrait] = Field(default_factory=dict)
     absent: dict[str, str] = Field(default_factory=dict)
     questions: tuple[Question, ...] = Field(min_length=1)
+    open_questions: tuple[OpenQuestion, ...] = ()  # docs: Open-ended questions
 
     _origin: Origin = PrivateAttr(default_factory=Origin)
 
@@ -157,6 +159,20 @@ class Codebook(FrozenModel):
             _check_distinct_at(("questions", i), "options", question, {**self.missing, **question.missing})
         return self
 
+    @model_validator(mode="after")
+    def _open_questions_code_somewhere(self) -> Codebook:
+        """Every open question has categories to be coded into (:func:`check_open_questions`)."""
+        try:
+            check_open_questions(self.open_questions, self.questions)
+        except CodeProblem as exc:
+            raise CodeProblem(("open_questions", *exc.path), str(exc)) from exc
+        return self
+
+    @cached_property
+    def open_categories(self) -> dict[str, tuple[OpenCategory, ...]]:
+        """Each open question's coding categories, by its id."""
+        return check_open_questions(self.open_questions, self.questions)
+
     @property
     def origin(self) -> Origin:
         return self._origin
@@ -180,6 +196,9 @@ class Codebook(FrozenModel):
             named.setdefault(trait.column, ("traits", name, "column"))
         for i, question in enumerate(self.questions):
             named.setdefault(question.data_column, ("questions", i, "column" if question.column else "id"))
+        for i, open_question in enumerate(self.open_questions):
+            if open_question.column:
+                named.setdefault(open_question.column, ("open_questions", i, "column"))
         return named
 
 

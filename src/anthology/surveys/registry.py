@@ -12,7 +12,7 @@ from anthology.errors import ConfigError
 from anthology.hashing import update_with_file
 from anthology.surveys.builtin import BUILTINS
 from anthology.surveys.codebook import Codebook, read_codebook
-from anthology.surveys.coding import code_respondents
+from anthology.surveys.coding import _respondent_ids, code_respondents
 from anthology.surveys.datafiles import Table, frame_table, read_table
 from anthology.surveys.schema import Survey
 
@@ -35,6 +35,16 @@ def load_survey(name_or_path: str | Path, data: str | Path | pd.DataFrame | None
         return Survey(codebook)
     respondents, report = code_respondents(codebook, table)
     return Survey(codebook, respondents, report)
+
+
+def respondent_columns(name_or_path: str | Path, data: str | Path | None, columns: list[str]) -> pd.DataFrame:
+    """Some of a survey's data columns as read (free-text answers), indexed by respondent id as
+    its respondents are; no rows when the survey has no data."""
+    codebook = read_codebook(_codebook_path(name_or_path))
+    table = _table(codebook, name_or_path, data)
+    if table is None:
+        return pd.DataFrame(columns=columns)
+    return table.frame[columns].set_index(_respondent_ids(codebook, table))
 
 
 def load_codebook(name_or_path: str | Path) -> Codebook:
