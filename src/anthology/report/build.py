@@ -46,6 +46,7 @@ from anthology.method.raking import kish_ess
 from anthology.method.settings import PANELS, RAKED
 from anthology.metrics import Comparison, compare
 from anthology.report import svg
+from anthology.report.waves import retest_rows, wave_sections
 from anthology.surveys import DECLINE
 
 #: Backstories shown with their matched human.
@@ -127,6 +128,8 @@ def write_report(run_dir: str | Path) -> Path:
         demographics=_demographics(data, pool),
         samples=_samples(data, pool),
         metadata=_metadata(manifest),
+        waves=wave_sections(data, comparisons, evaluation),
+        retest=retest_rows(evaluation),
     )
     return atomic_write(root / "report.html", lambda tmp: tmp.write_text(html, encoding="utf-8"))
 
