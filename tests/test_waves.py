@@ -21,7 +21,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from fake_openai_server import FakeOpenAIServer
 from scipy import stats
 from test_answering import BLOCK1, BLOCK2, CHAT_STORY, FIXED, INSTRUCTION, STORY, FakeModel, panel
 
@@ -385,31 +384,11 @@ def test_a_two_wave_study_end_to_end_with_the_tiny_model(tiny_folder, tmp_path):
 # -- resume after SIGKILL during wave 2 ----------------------------------------------------------------
 
 
-class SlowSecondWave(FakeOpenAIServer):
-    """A fake server that answers a wave-2 prompt (one holding an earlier wave's answers: the ask
-    instruction twice or more) slowly, so that a run can be killed in the middle of wave 2."""
-
-    def respond(self, body, chat):
-        if INSTRUCTION in json.dumps(body) and json.dumps(body).count(INSTRUCTION) >= 2:
-            time.sleep(0.05)
-        return super().respond(body, chat)
-
-
-SERVED = {
-    "profile": "fast",
-    "seed": 2,
-    "survey": {"respondents": 40},
-    "backstories": {
-        "n": 60,
-        "max_tokens": 16,
-        "min_tokens": 1,
-        "first_person": "off",
-        "near_duplicate": 2.0,
-        "preamble": False,
-    },
-    "matching": {"methods": ["greedy"]},
-    "ask": {"methods": ["anthology-greedy", "qa", "nothing"], "memory": True},
-    "evaluate": {"splits": 5, "resamples": 20},
+#: The study killed in wave 2: enough members that wave 2 takes several of the cache's chunks.
+KILLED = {
+    **TINY,
+    "survey": {"respondents": 24},
+    "ask": {**TINY["ask"], "methods": ["anthology-greedy", "qa", "nothing"]},
 }
 
 
@@ -429,43 +408,38 @@ def computed(run: Path) -> int:
     return sum(entry["model_calls"]["computed"] for entry in stages.values() if "model_calls" in entry)
 
 
-def test_killed_during_wave_2_resumes_with_no_model_call_made_twice(tmp_path):
+def test_killed_during_wave_2_resumes_with_no_model_call_made_twice(tiny_folder, tmp_path):
     survey = two_wave_survey(tmp_path, SHORT_FIRST)
-    with SlowSecondWave() as server:
-        study = {
-            **SERVED,
-            "model": {"name": "openai:fake", "base_url": server.base_url},
-            "survey": {**SERVED["survey"], "name": str(survey)},
-        }
-        config = tmp_path / "study.yaml"
-        config.write_text(yaml.safe_dump(study))
-        whole, cut = tmp_path / "whole", tmp_path / "cut"
-        finish(anthology("run", str(config), "--out", str(whole)))
-        total = computed(whole)
-        assert cache_rows(whole)[0] == total  # every computed unit is one cache row
+    study = {**KILLED, "model": {"name": tiny_folder}, "survey": {**KILLED["survey"], "name": str(survey)}}
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump(study))
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    finish(anthology("run", str(config), "--out", str(whole)))
+    total = computed(whole)
+    assert cache_rows(whole)[0] == total  # every computed unit is one cache row
 
-        process = anthology("run", str(config), "--out", str(cut))
-        drain = threading.Thread(target=process.communicate, daemon=True)  # keep stderr flowing
-        drain.start()
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline and process.poll() is None:
-            if (cut / "cache.sqlite").exists():
-                try:
-                    if cache_rows(cut)[1] > 0:  # wave 2 has begun and some of it is stored
-                        break
-                except sqlite3.Error:
-                    pass
-            time.sleep(0.05)
-        assert process.poll() is None, "the run ended before wave 2 could be interrupted"
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait()
-        drain.join(timeout=10)
-        assert not (cut / "answers.parquet").exists()
-        kept, second = cache_rows(cut)
-        assert second > 0 and kept < total
+    process = anthology("run", str(config), "--out", str(cut))
+    drain = threading.Thread(target=process.communicate, daemon=True)  # keep stderr flowing
+    drain.start()
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and process.poll() is None:
+        if (cut / "cache.sqlite").exists():
+            try:
+                if cache_rows(cut)[1] > 0:  # wave 2 has begun and some of it is stored
+                    break
+            except sqlite3.Error:
+                pass
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before wave 2 could be interrupted"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    drain.join(timeout=10)
+    assert not (cut / "answers.parquet").exists()
+    kept, second = cache_rows(cut)
+    assert second > 0 and kept < total
 
-        err = finish(anthology("run", str(config), "--out", str(cut)))
-        assert "Traceback" not in err
+    err = finish(anthology("run", str(config), "--out", str(cut)))
+    assert "Traceback" not in err
     # the resumed run computed only what the killed one had not stored: nothing twice
     ask = json.loads((cut / "manifest.json").read_text())["stages"]["ask"]["model_calls"]
     assert ask["cache_hits"] > 0
