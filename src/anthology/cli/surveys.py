@@ -57,6 +57,8 @@ def show(name: str, data: Path | None) -> None:
     console = Console()
     _print_summary(console, survey, BUILTINS[name].data_source if name in BUILTINS else None)
     console.print(_traits_table(survey))
+    for line in _wave_lines(survey):
+        console.print(line, highlight=False)
     console.print(_questions_table(survey))
     if survey.codebook.open_questions:
         console.print(_open_questions_table(survey))
@@ -135,6 +137,19 @@ def _print_summary(console: Console, survey: Survey, data_source: str | None) ->
     console.print(f"weights: {weights}", highlight=False)
     for warning in report.warnings:
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
+
+
+def _wave_lines(survey: Survey) -> list[str]:
+    """One line per wave: its name and its questions in order, a repeat with what it repeats
+    (nothing for a survey without waves)."""
+    questionnaire = survey.questionnaire
+    lines = []
+    for i, (name, part) in enumerate(questionnaire.parts(), 1):
+        if name is None:
+            return []
+        asked = ", ".join(q.id + (f" (repeats {q.repeats})" if q.repeats else "") for q in part.questions)
+        lines.append(f"wave {i} {escape(name)}: {escape(asked)}")
+    return lines
 
 
 def _traits_table(survey: Survey) -> Table:

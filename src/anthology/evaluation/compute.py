@@ -19,6 +19,7 @@ import pandas as pd
 from anthology.coverage import score_coverage
 from anthology.evaluation.load import RunData
 from anthology.evaluation.names import AGREEMENT, LOWER_BOUND, row_method
+from anthology.evaluation.retest import retest_table
 from anthology.evaluation.sizes import alpha_note, frobenius_note, split_note, worth_note
 from anthology.evaluation.tables import agreement_table, paper_table
 from anthology.method.raking import kish_ess
@@ -68,6 +69,7 @@ class Evaluation:
     per_subgroup: pd.DataFrame
     coverage: pd.DataFrame
     worth_curve: pd.DataFrame
+    retest: pd.DataFrame  # test-retest of repeated questions (no rows without them; evaluation.retest)
 
     @cached_property
     def table(self) -> pd.DataFrame:
@@ -139,6 +141,7 @@ def compute(
         worth_curve=pd.DataFrame(
             {"size": curve.sizes, "wd_raw": curve.wd_raw, "wd_raw_low": curve.low, "wd_raw_high": curve.high}
         ),
+        retest=retest_table(data),
     )
 
 

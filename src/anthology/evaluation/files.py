@@ -20,6 +20,7 @@ FILES = {
     "per_subgroup": "metrics_per_subgroup.csv",
     "coverage": "score_coverage.csv",
     "worth_curve": "metrics_worth_curve.csv",
+    "retest": "retest.csv",
 }
 #: The tables whose ``note`` column says why a value is undefined.
 NOTED = ("metrics", "per_subgroup")

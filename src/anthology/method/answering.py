@@ -32,6 +32,20 @@ Each question is put after the panel member's context as the paper's block::
   is drawn from them and the exact distribution is kept, with ``coverage`` (the mass the backend
   observed on the forms) and ``imputed`` (the mass it filled in).
 
+Waves (a questionnaire with ``waves:``, :mod:`anthology.surveys.waves`): the panel answers wave after
+wave, each wave as above over its own questions (shuffled within the wave). With ``memory`` off every
+wave starts from the member's context alone. With ``memory`` on, wave k starts from::
+
+    <context> + for each earlier wave in order, for each of its questions the member answered, in the
+    order the member was asked them: "\n\n" + the question block (as asked: its options reversed or
+    not) + " " + the answer's line (completion); or the block as a user turn and the answer as an
+    assistant turn (chat)
+
+which is exactly the context a sequential member has after those questions (a question left
+unanswered is left out); in sequential mode wave k then grows on from there. Without waves the whole
+questionnaire is one wave and nothing changes. The answers and distributions get a ``wave`` column
+(the wave's name) only when the questionnaire has waves.
+
 Question order is shuffled and each question's options are reversed at random per member; answers are
 mapped back to the canonical option position. Every random choice (order, reversal, draws, sampling
 seeds) is a stable hash of ``(seed, method, respondent_id[, question_id])`` (the persona instead of the
@@ -152,32 +166,79 @@ def ask(
     step = max(1, max(BLOCK_REQUESTS, 4 * getattr(model, "chunk_size", 0)) // max(1, len(questionnaire)))
     column = {q: i for i, q in enumerate(questionnaire.ids)}
     blocks = [
-        _ask_block(
-            model,
-            _members(panel.iloc[start : start + step], questionnaire, seed, config),
-            questionnaire,
-            column,
-            seed,
-            config,
-        )
+        _ask_waves(model, panel.iloc[start : start + step], questionnaire, column, seed, config)
         for start in range(0, len(panel), step)
     ]
     if len(blocks) == 1:
         answers = blocks[0]
     else:
         answers = pd.concat(blocks, ignore_index=True) if blocks else _answers_frame([])
-    return answers, distributions(answers, questionnaire)
+    answers = _with_waves(answers, questionnaire)
+    return answers, _with_waves(distributions(answers, questionnaire), questionnaire)
+
+
+def _ask_waves(
+    model: LanguageModel,
+    rows: pd.DataFrame,
+    questionnaire: Questionnaire,
+    column: dict[str, int],
+    seed: int,
+    config: AskConfig,
+) -> pd.DataFrame:
+    """The answers of some panel rows, wave after wave (the whole questionnaire without waves), one row
+    per (member, question), members in order; with ``memory`` each wave starts from the member's
+    context and its earlier waves (:func:`remembered`)."""
+    pairs: list[tuple[_Job, _Reply]] = []
+    rank: dict[int, int] = {}
+    contexts: list[Prompt] | None = None
+    for _, part in questionnaire.parts():
+        members = _members(rows, part, seed, config)
+        if contexts is not None:
+            for member, context in zip(members, contexts, strict=True):
+                member.context = context
+        starts = [m.context for m in members]
+        rank |= {id(m): i for i, m in enumerate(members)}
+        answered = _ask_block(model, members, part, seed, config)
+        if config.memory and questionnaire.waves:
+            mine: dict[int, list[tuple[_Job, _Reply]]] = {id(m): [] for m in members}
+            for job, reply in answered:
+                mine[id(job.member)].append((job, reply))
+            contexts = [remembered(s, mine[id(m)], config) for s, m in zip(starts, members, strict=True)]
+        pairs += answered
+    pairs.sort(key=lambda p: (rank[id(p[0].member)], column[p[0].question.id]))
+    return _answers_frame([_row(job, reply) for job, reply in pairs])
+
+
+def remembered(context: Prompt, answered: Sequence[tuple[_Job, _Reply]], config: AskConfig) -> Prompt:
+    """A member's context followed by the questions it answered, in the order it was asked them:
+    each question's block as it was asked and the member's answer, as sequential mode appends them
+    (the memory a later wave starts from; an unanswered question is left out)."""
+    for job, reply in sorted(answered, key=lambda pair: pair[0].order):
+        if reply.said is not None:
+            block = prompts.multiple_choice(job.question.wording, job.asked, instruction=config.instruction)
+            context = _with_answer(question_prompt(context, block), reply.said)
+    return context
+
+
+def _with_waves(frame: pd.DataFrame, questionnaire: Questionnaire) -> pd.DataFrame:
+    """The answers or distributions with a ``wave`` column after ``question_id`` (the name of the
+    question's wave) when the questionnaire has waves; unchanged without."""
+    if not questionnaire.waves:
+        return frame
+    waves = {q: questionnaire.wave_of(q) for q in questionnaire.ids}
+    where = list(frame.columns).index("question_id") + 1
+    frame.insert(where, "wave", frame["question_id"].map(waves).astype(object))
+    return frame
 
 
 def _ask_block(
     model: LanguageModel,
     members: list[_Member],
     questionnaire: Questionnaire,
-    column: dict[str, int],
     seed: int,
     config: AskConfig,
-) -> pd.DataFrame:
-    """The answers of some members, one row per (member, question), members in order."""
+) -> list[tuple[_Job, _Reply]]:
+    """Some members answer a questionnaire (one wave): each (job, reply), in the order answered."""
     if config.context == "independent":
         jobs = [_job(m, questionnaire[q], k, seed, config) for m in members for k, q in enumerate(m.order)]
         pairs = list(zip(jobs, _answer(model, jobs, config), strict=True))
@@ -192,9 +253,7 @@ def _ask_block(
                     if reply.said is not None:  # an unanswered question is left out of the context
                         job.member.context = _with_answer(job.prompt, reply.said)
                     pairs.append((job, reply))
-    rank = {id(m): i for i, m in enumerate(members)}
-    pairs.sort(key=lambda p: (rank[id(p[0].member)], column[p[0].question.id]))
-    return _answers_frame([_row(job, reply) for job, reply in pairs])
+    return pairs
 
 
 def planned_jobs(
@@ -207,16 +266,31 @@ def planned_jobs(
     """Each panel member's jobs in the order it is asked them, without the model: in sequential mode
     every earlier answer in the context is ``said(job)``, a stand-in for what the model will say
     (the jobs of a member's first question, and every job in independent mode, are exactly those
-    the stage sends). For estimating a stage before it runs."""
-    planned = []
-    for member in _members(panel, questionnaire, seed, config):
-        jobs = []
-        for k, question_id in enumerate(member.order):
-            job = _job(member, questionnaire[question_id], k, seed, config)
-            if config.context == "sequential":
-                member.context = _with_answer(job.prompt, said(job))
-            jobs.append(job)
-        planned.append(jobs)
+    the stage sends). Waves follow each other, with ``memory`` as :func:`remembered` builds it. For
+    estimating a stage before it runs."""
+    planned: list[list[_Job]] = [[] for _ in range(len(panel))]
+    contexts: list[Prompt] | None = None
+    for _, part in questionnaire.parts():
+        members = _members(panel, part, seed, config)
+        for member, context in zip(members, contexts or [m.context for m in members], strict=True):
+            member.context = context
+        starts = [m.context for m in members]
+        asked = []
+        for member in members:
+            jobs = []
+            for k, question_id in enumerate(member.order):
+                job = _job(member, part[question_id], k, seed, config)
+                if config.context == "sequential":
+                    member.context = _with_answer(job.prompt, said(job))
+                jobs.append(job)
+            asked.append(jobs)
+        for i, jobs in enumerate(asked):
+            planned[i] += jobs
+        if config.memory and questionnaire.waves:
+            contexts = [
+                remembered(start, [(j, _Reply(1, said(j))) for j in jobs], config)
+                for start, jobs in zip(starts, asked, strict=True)
+            ]
     return planned
 
 

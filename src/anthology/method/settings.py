@@ -101,6 +101,11 @@ class AskConfig(Settings):
     max_tokens: int = Field(128, ge=1, le=TOKENS_MAX, description="Max tokens per sampled answer.")
     stop: tuple[str, ...] = Field(("\n", "Question:"), description="Stop strings of a sampled answer.")
     instruction: str = Field(ANSWER_INSTRUCTION, description="The answering instruction.")
+    memory: bool = Field(
+        False,
+        description="In a survey with waves, each wave's context holds the member's earlier waves' "
+        "questions and answers (off: each wave sees only the context).",
+    )
 
 
 class PoolConfig(Settings):

@@ -49,6 +49,7 @@ from anthology.persona_pool import read_pool
 from anthology.pool_summary import pool_section
 from anthology.report import svg
 from anthology.report.open_section import open_section
+from anthology.report.waves import retest_rows, wave_sections
 from anthology.surveys import DECLINE
 
 #: Backstories shown with their matched human.
@@ -132,6 +133,8 @@ def write_report(run_dir: str | Path) -> Path:
         open_questions=open_section(data.run),
         metadata=_metadata(manifest),
         pool_audit=_pool_audit(manifest),
+        waves=wave_sections(data, comparisons, evaluation),
+        retest=retest_rows(evaluation),
     )
     return atomic_write(root / "report.html", lambda tmp: tmp.write_text(html, encoding="utf-8"))
 

@@ -31,6 +31,7 @@ from anthology.surveys.schema import (
     SurveyCategory,
     SurveyTrait,
     Trait,
+    Wave,
 )
 from anthology.surveys.traits import CANONICAL_TRAITS
 
@@ -50,6 +51,7 @@ __all__ = [
     "SurveyTrait",
     "Trait",
     "TraitDeclaration",
+    "Wave",
     "answer_distributions",
     "draft_codebook",
     "load_codebook",

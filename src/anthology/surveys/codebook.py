@@ -30,9 +30,11 @@ from anthology.surveys.schema import (
     Questionnaire,
     SurveyTrait,
     Trait,
+    Wave,
     check_unique_ids,
 )
 from anthology.surveys.traits import CANONICAL_TRAITS
+from anthology.surveys.waves import check_waves
 
 #: Column names of the tidy respondent table; a trait may not take one of these names.
 RESERVED_NAMES = frozenset({"respondent_id", "weight", "question_id", "position", "option", "status"})
@@ -76,6 +78,7 @@ class Codebook(FrozenModel):
     absent: dict[str, str] = Field(default_factory=dict)
     questions: tuple[Question, ...] = Field(min_length=1)
     open_questions: tuple[OpenQuestion, ...] = ()  # docs: Open-ended questions
+    waves: tuple[Wave, ...] = ()  # in order; none: the whole questionnaire is one wave (docs: Waves)
 
     _origin: Origin = PrivateAttr(default_factory=Origin)
 
@@ -83,6 +86,11 @@ class Codebook(FrozenModel):
     @classmethod
     def _unique_ids(cls, questions: tuple[Question, ...]) -> tuple[Question, ...]:
         return check_unique_ids(questions)
+
+    @model_validator(mode="after")
+    def _waves_cover_the_questions(self) -> Codebook:
+        check_waves(self.questions, self.waves)
+        return self
 
     @model_validator(mode="after")
     def _traits_are_declared(self) -> Codebook:
@@ -179,7 +187,7 @@ class Codebook(FrozenModel):
 
     @cached_property
     def questionnaire(self) -> Questionnaire:
-        return Questionnaire(name=self.name, questions=self.questions)
+        return Questionnaire(name=self.name, questions=self.questions, waves=self.waves)
 
     def locate(self, *path: str | int) -> str:
         """``file:line:column`` of a part of the codebook, for error messages."""

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from anthology.errors import ConfigError
 from anthology.surveys.codes import Code, CodeProblem, Matcher, MissingKind, check_distinct
 from anthology.surveys.distributions import answer_distributions
+from anthology.surveys.waves import check_waves
 
 if TYPE_CHECKING:
     from anthology.surveys.codebook import Codebook
@@ -59,6 +60,7 @@ class Question(FrozenModel):
     column: str | None = None
     missing: dict[Code, MissingKind] = Field(default_factory=dict)
     note: str | None = None
+    repeats: str | None = Field(None, min_length=1)  # the earlier wave's question this one repeats
 
     @model_validator(mode="before")
     @classmethod
@@ -131,16 +133,49 @@ def check_unique_ids(questions: tuple[Question, ...]) -> tuple[Question, ...]:
     return questions
 
 
+class Wave(FrozenModel):
+    """One wave of a questionnaire: its name and the ids of its questions, in order
+    (:mod:`anthology.surveys.waves`)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    questions: tuple[str, ...] = Field(min_length=1)
+
+
 class Questionnaire(FrozenModel):
-    """The questions of a survey, in order."""
+    """The questions of a survey, in order, and its waves (none: the whole questionnaire is one)."""
 
     name: str
     questions: tuple[Question, ...] = Field(min_length=1)
+    waves: tuple[Wave, ...] = ()
 
     @field_validator("questions")
     @classmethod
     def _unique_ids(cls, questions: tuple[Question, ...]) -> tuple[Question, ...]:
         return check_unique_ids(questions)
+
+    @model_validator(mode="after")
+    def _waves_cover_the_questions(self) -> Questionnaire:
+        if self.waves:
+            check_waves(self.questions, self.waves)
+        return self
+
+    def parts(self) -> tuple[tuple[str | None, Questionnaire], ...]:
+        """Each wave's name and its questions as a questionnaire, in wave order; without waves, the
+        whole questionnaire as the one part, named ``None``."""
+        if not self.waves:
+            return ((None, self),)
+        return tuple(
+            (w.name, Questionnaire(name=self.name, questions=tuple(self[q] for q in w.questions)))
+            for w in self.waves
+        )
+
+    def wave_of(self, question_id: str) -> str | None:
+        """The name of the wave a question is in (``None`` without waves)."""
+        return next((w.name for w in self.waves if question_id in w.questions), None)
+
+    def repeated(self) -> tuple[tuple[str, str], ...]:
+        """Every ``(question, its repeat)`` pair, in questionnaire order of the repeats."""
+        return tuple((q.repeats, q.id) for q in self.questions if q.repeats is not None)
 
     @cached_property
     def by_id(self) -> dict[str, Question]:
