@@ -354,12 +354,12 @@ def _members(
         if config.shuffle_questions:
             key = (seed, row.method, member_key(row.respondent_id, row.persona_id))
             order = tuple(sorted(order, key=lambda q, key=key: stable_int(*key, q, "order")))
-        context = _with_system(row.style, row.context)
+        context = with_system(row.style, row.context)
         members.append(_Member(row.method, row.respondent_id, row.persona_id, context, order))
     return members
 
 
-def _with_system(style: str, context: str) -> Prompt:
+def with_system(style: str, context: str) -> Prompt:
     """The stored context as a prompt; chat conversations get the answering system prompt if they have
     no system message."""
     prompt = context_prompt(style, context)

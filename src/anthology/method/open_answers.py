@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from anthology.method import prompts
-from anthology.method.answering import _with_system, member_key
+from anthology.method.answering import with_system, member_key
 from anthology.method.demographics import question_prompt
 from anthology.method.seeds import stable_int
 from anthology.method.settings import OpenConfig
@@ -86,7 +86,7 @@ def answer_open(
     rows: list[dict[str, Any]] = []
     requests: list[GenerateRequest] = []
     for member in panel.itertuples(index=False):
-        context = _with_system(member.style, member.context)
+        context = with_system(member.style, member.context)
         key = member_key(member.respondent_id, member.persona_id)
         for question in questions:
             prompt = open_prompt(context, question.wording)
