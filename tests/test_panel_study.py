@@ -72,7 +72,7 @@ def panel_survey(folder: Path) -> Path:
     data = folder / "town-survey.csv"
     frame = pd.read_csv(data, dtype=str)
     frame["parks_w2"] = ["2", "1", "3", "2", "4", "1", "", "3", "2", "1", "", "4"]
-    frame["council_w2"] = ["2", "3", "1", "2", "4", "1", "2", "3", "", "2", "", "4"]
+    frame["council_w2"] = ["1", "3", "1", "2", "3", "1", "4", "3", "", "2", "", "4"]  # three changed
     frame.to_csv(data, index=False)
     return codebook
 
@@ -91,6 +91,31 @@ def check_run(out: Path) -> None:
     html = (out / "report.html").read_text()
     for section in ("<h2>Open questions</h2>", "Change between waves", "Pool audit"):
         assert section in html
+
+
+def test_free_text_answers_are_escaped_in_the_report(tmp_path, tiny_folder):
+    """A persona's free text goes to the page as text, never as markup."""
+    from anthology.report import write_report
+
+    codebook = panel_survey(tmp_path)
+    settings = {**SETTINGS, "model": {"name": tiny_folder}, "survey": {"name": str(codebook)}}
+    settings["pool"] = {"top_up": 0}
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump(settings))
+    out = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "anthology", "run", str(config), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    codes = pd.read_parquet(out / "open_codes.parquet")
+    codes.loc[codes.index[0], "text"] = "<script>alert(1)</script>"
+    codes.to_parquet(out / "open_codes.parquet")
+    html = write_report(out).read_text()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script>alert" not in html
 
 
 def test_open_question_second_wave_and_top_up_from_the_cli_and_the_python_api(tmp_path, tiny_folder):
