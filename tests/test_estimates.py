@@ -317,3 +317,34 @@ def test_no_open_questions_and_no_budget_plan_no_requests():
 
     rows = estimate(config, ["pool", "open", "code"], open_survey(config), counter=CharacterCounter())
     assert rows == []
+
+
+def test_another_coder_has_its_own_row_and_the_notes_say_what_the_rows_assume(tmp_path):
+    from rich.console import Console
+    from test_open_answers import town_with_open
+
+    from anthology.dry_run import print_estimate
+    from anthology.pipeline import open_survey
+
+    settings = {
+        "survey.name": str(town_with_open(tmp_path)),
+        "survey.respondents": 4,
+        "ask.methods": ["qa"],
+        "open.coder": "some-coder",
+        "pool.top_up": 5,
+        "model.price_input_per_million": 1.0,
+        "model.price_output_per_million": 2.0,
+    }
+    config = load_config(None, settings)
+    stages = ["backstories", "demographics", "pool", "ask", "open", "code"]
+    rows = estimate(config, stages, open_survey(config), counter=CharacterCounter())
+    named = {row.stage: row for row in rows}
+    assert {"pool", "open", "code (open.coder)"} <= set(named) and "code" not in named
+    assert named["open"].requests == Span(4 * 2, 4 * 2)  # qa: 4 respondents, 2 open questions
+    assert named["code (open.coder)"].cache_checked == 0  # another model's keys are not looked up
+    assert (spent := cost(named["code (open.coder)"], config.model)) is not None and spent.high > 0
+    console = Console(record=True, width=200)
+    print_estimate(console, config, rows, None, counter=CharacterCounter(), billing=Billing(), cached=False)
+    text = console.export_text()
+    assert "to all pool.top_up 5 backstories" in text and "1 to open.max_tokens 96 tokens" in text
+    assert "another model, some-coder" in text and "priced at the same prices" in text

@@ -23,6 +23,14 @@ What is not known before a stage runs is stated as a range, its two ends these a
   at the first attempt; high, each attempt is non-compliant with probability
   :data:`NONCOMPLIANT_HIGH` (about 2 attempts an answer, whatever the limit). A model that never
   complies takes ``max_attempts`` attempts: the limit, not an estimate.
+* **Top-up** (stage ``pool``, ``pool.top_up``): low, none (the audit passes at once); high, the
+  whole budget, planned as the backstories and demographics stages plan them (the critic included).
+* **Free-text answers** (stage ``open``): every panel member answers every open question, 1 to
+  ``open.max_tokens`` tokens each; the matched personas, where not known yet, from the shortest kept
+  backstory to the longest.
+* **Coding** (stage ``code``): the humans' non-empty texts are known; of the personas' answers, low,
+  every one is empty (not sent), high, every one is sent, ``open.max_tokens`` tokens long; where the
+  run directory holds them, they are counted.
 * **Earlier answers kept in context** (``ask.context: sequential``): low, each is the option letter
   (``(B)``); high, in sample mode, the letter and the option's longest label.
 """
