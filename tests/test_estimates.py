@@ -259,3 +259,92 @@ def test_figures_read_as_people_write_them():
         "1,234",
         "5.4M",
     ]
+
+
+def test_open_code_and_top_up_rows_count_by_hand_and_hold_a_tiny_run(tiny_folder, tmp_path):
+    """Open questions and a top-up budget: ``open`` asks every member each open question, ``code``
+    scores the non-empty answers (up to all the personas') and the humans' texts, ``pool`` writes
+    none to all of the budget's backstories and surveys them; a tiny run stays inside the ranges."""
+    import pandas as pd
+    from test_open_answers import town_with_open
+
+    from anthology.pipeline import open_survey, study_traits
+    from anthology.study import estimate_study, run_study
+
+    settings = {
+        **TINY,
+        "model.name": tiny_folder,
+        "survey.name": str(town_with_open(tmp_path)),
+        "ask.methods": ["anthology-greedy", "qa"],
+        "matching.methods": ["greedy"],
+        "open.max_tokens": 8,
+        "pool.top_up": 3,
+        "pool.batch": 2,
+        "out": str(tmp_path / "run"),
+    }
+    config = load_config(None, settings)
+    fresh = by_stage(estimate_study(config, open_model=opener))
+    assert {"pool", "open", "code"} <= set(fresh)
+    # With the pool written, the later stages are estimated from its real texts (as in the test above).
+    run_study(config, open_model=opener, stages=["backstories", "demographics"])
+    rows = by_stage(estimate_study(config, open_model=opener))
+    members, questions = 2 * 4, 2  # anthology-greedy and qa, 4 respondents each; 2 open questions
+    assert rows["open"].requests == Span(members * questions, members * questions)
+    ids = {str(i) for i in open_survey(config).respondents.traits.index}
+    data = pd.read_csv(tmp_path / "town-survey.csv", dtype=str)
+    said = data[data["resp_id"].isin(ids)]["parks_text"].fillna("").str.strip()
+    humans = int((said != "").sum())
+    assert rows["code"].requests == Span(humans, humans + members * questions)
+    critic = 3 if config.backstories.critic != "off" else 0
+    assert rows["pool"].requests == Span(0, 3 + critic + 3 * len(study_traits(config)))
+
+    # With the free-text answers written, the coder's requests are counted on them.
+    run_study(
+        config, open_model=opener, stages=["backstories", "demographics", "pool", "match", "ask", "open"]
+    )
+    rows["code"] = by_stage(estimate_study(config, open_model=opener))["code"]
+    run_study(config, open_model=opener)
+    spent = used(tmp_path / "run")
+    for stage in ("pool", "open", "code"):
+        made = spent.get(stage, (0, 0))
+        assert inside(rows[stage].prompt_tokens, made[0]), (stage, rows[stage].prompt_tokens, made)
+        assert inside(rows[stage].completion_tokens, made[1]), (stage, rows[stage].completion_tokens, made)
+
+
+def test_no_open_questions_and_no_budget_plan_no_requests():
+    config = load_config(None, {"survey.respondents": 4})
+    from anthology.pipeline import open_survey
+
+    rows = estimate(config, ["pool", "open", "code"], open_survey(config), counter=CharacterCounter())
+    assert rows == []
+
+
+def test_another_coder_has_its_own_row_and_the_notes_say_what_the_rows_assume(tmp_path):
+    from rich.console import Console
+    from test_open_answers import town_with_open
+
+    from anthology.dry_run import print_estimate
+    from anthology.pipeline import open_survey
+
+    settings = {
+        "survey.name": str(town_with_open(tmp_path)),
+        "survey.respondents": 4,
+        "ask.methods": ["qa"],
+        "open.coder": "some-coder",
+        "pool.top_up": 5,
+        "model.price_input_per_million": 1.0,
+        "model.price_output_per_million": 2.0,
+    }
+    config = load_config(None, settings)
+    stages = ["backstories", "demographics", "pool", "ask", "open", "code"]
+    rows = estimate(config, stages, open_survey(config), counter=CharacterCounter())
+    named = {row.stage: row for row in rows}
+    assert {"pool", "open", "code (open.coder)"} <= set(named) and "code" not in named
+    assert named["open"].requests == Span(4 * 2, 4 * 2)  # qa: 4 respondents, 2 open questions
+    assert named["code (open.coder)"].cache_checked == 0  # another model's keys are not looked up
+    assert (spent := cost(named["code (open.coder)"], config.model)) is not None and spent.high > 0
+    console = Console(record=True, width=200)
+    print_estimate(console, config, rows, None, counter=CharacterCounter(), billing=Billing(), cached=False)
+    text = console.export_text()
+    assert "to all pool.top_up 5 backstories" in text and "1 to open.max_tokens 96 tokens" in text
+    assert "another model, some-coder" in text and "priced at the same prices" in text

@@ -59,7 +59,8 @@ def print_estimate(
         table.add_row(*cells)
     wide = console if console.is_terminal else Console(file=console.file, width=WIDE)  # a pipe has no width
     wide.print(table)
-    for line in _notes(config, rates, times, costs, counter=counter, billing=billing, cached=cached):
+    notes = _notes(config, rates, times, costs, counter=counter, billing=billing, cached=cached)
+    for line in notes + _stage_notes(config, {row.stage for row in rows if not row.reused}):
         console.print(line, soft_wrap=True, highlight=False)
 
 
@@ -120,4 +121,30 @@ def _notes(
         if cached
         else "no response cache: every request is computed"
     )
+    return lines
+
+
+def _stage_notes(config: RunConfig, stages: set[str]) -> list[str]:
+    """What the rows of the top-up and the open questions assume, where they are shown."""
+    lines = []
+    if "pool" in stages:
+        lines.append(
+            f"pool: the top-up writes none (the audit passes at once) to all pool.top_up "
+            f"{config.pool.top_up:,} backstories, planned and surveyed as the backstories and demographics"
+        )
+    if "open" in stages:
+        lines.append(
+            "open: a free-text answer per panel member and open question, 1 to open.max_tokens "
+            f"{config.open.max_tokens} tokens"
+        )
+    if "code" in stages or "code (open.coder)" in stages:
+        lines.append(
+            "code: a score per non-empty answer, the humans' and the personas' (low: every persona's "
+            "answer empty, none sent; high: all sent, open.max_tokens long; counted where written)"
+        )
+    if "code (open.coder)" in stages:
+        lines.append(
+            f"code (open.coder): another model, {redact(config.open.coder or '')}: its tokens counted "
+            "with the study model's tokenizer and priced at the same prices, not looked up in the cache"
+        )
     return lines

@@ -30,7 +30,8 @@ from typing import Any
 
 from anthology.config import ModelSettings, RunConfig
 from anthology.models.base import GenerateRequest, ScoreRequest
-from anthology.planned_requests import ZERO, Artifacts, Planned, Span, evenly, plan
+from anthology.pipeline import STAGES
+from anthology.planned_requests import ZERO, Artifacts, Planned, Span, evenly, plan, total
 from anthology.surveys import Survey
 from anthology.token_counts import CharacterCounter, TokenCounter
 
@@ -115,7 +116,7 @@ def estimate(
     return list(rows.values())
 
 
-_MODEL_STAGES = ("backstories", "demographics", "ask")
+_MODEL_STAGES = tuple(stage.name for stage in STAGES if stage.model)
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -252,13 +253,6 @@ def cost(row: StageEstimate, model: ModelSettings) -> Span | None:
     low = price(row.prompt_tokens.low, row.completion_tokens.low, model)
     high = price(row.prompt_tokens.high, row.completion_tokens.high, model)
     return None if low is None or high is None else Span(low, high)
-
-
-def total(values: Sequence[Span]) -> Span:
-    found = ZERO
-    for value in values:
-        found += value
-    return found
 
 
 def physical_memory() -> int | None:

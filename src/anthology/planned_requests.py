@@ -23,12 +23,21 @@ What is not known before a stage runs is stated as a range, its two ends these a
   at the first attempt; high, each attempt is non-compliant with probability
   :data:`NONCOMPLIANT_HIGH` (about 2 attempts an answer, whatever the limit). A model that never
   complies takes ``max_attempts`` attempts: the limit, not an estimate.
+* **Top-up** (stage ``pool``, ``pool.top_up``): low, none (the audit passes at once); high, the
+  whole budget, planned as the backstories and demographics stages plan them (the critic included).
+* **Free-text answers** (stage ``open``): every panel member answers every open question, 1 to
+  ``open.max_tokens`` tokens each; the matched personas, where not known yet, from the shortest kept
+  backstory to the longest.
+* **Coding** (stage ``code``): the humans' non-empty texts are known; of the personas' answers, low,
+  every one is empty (not sent), high, every one is sent, ``open.max_tokens`` tokens long; where the
+  run directory holds them, they are counted.
 * **Earlier answers kept in context** (``ask.context: sequential``): low, each is the option letter
   (``(B)``); high, in sample mode, the letter and the option's longest label.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -70,10 +79,12 @@ from anthology.method.baselines import (
     dp_request,
 )
 from anthology.method.demographics import demographic_jobs, demographic_requests
+from anthology.method.open_answers import coding_request, human_texts, open_requests
 from anthology.method.settings import RAKED
 from anthology.models.base import GenerateRequest, ScoreRequest
 from anthology.pipeline import study_traits
 from anthology.surveys import Survey
+from anthology.surveys.registry import respondent_columns
 from anthology.token_counts import TokenCounter
 
 Request = GenerateRequest | ScoreRequest
@@ -140,6 +151,7 @@ class Artifacts:
 
     backstories: pd.DataFrame | None = None
     matches: pd.DataFrame | None = None
+    open_answers: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -158,8 +170,14 @@ def plan(
         planned += _backstories(config, pool, counter)
     if "demographics" in stages:
         planned += _demographics(config, pool, counter)
+    if "pool" in stages:
+        planned += _top_up(config, survey, pool, counter)
     if "ask" in stages and survey is not None:
         planned += _ask(config, survey, pool, artifacts.matches, counter)
+    if "open" in stages and survey is not None:
+        planned += _open(config, survey, pool, artifacts.matches, counter)
+    if "code" in stages and survey is not None:
+        planned += _code(config, survey, pool, artifacts, counter)
     return planned
 
 
@@ -177,6 +195,7 @@ class _Pool:
     kept: Span
     story: Span  # tokens per backstory beyond the stand-in's (0 for real ones: see extra_of)
     real: bool
+    _lengths: pd.Series | None = None
 
     @staticmethod
     def of(
@@ -205,6 +224,22 @@ class _Pool:
         low = min(b.n, max(needed, math.ceil(KEPT_SHARE_LOW * b.n)))
         story = Span(min(b.min_tokens, b.max_tokens), b.max_tokens) + _preamble_extra(natural, counter)
         return _Pool(stand_in, Span(low, b.n), story, False)
+
+    def lengths(self, counter: TokenCounter) -> pd.Series:
+        """The tokens of each real backstory's text, by persona id (counted once)."""
+        if self._lengths is None:
+            texts = self.stories.set_index("persona_id")["text"]
+            self._lengths = pd.Series([counter.text(str(t)) for t in texts], index=texts.index)
+        return self._lengths
+
+    def matched_extra(self, chosen: pd.DataFrame, counter: TokenCounter) -> Span:
+        """The tokens a request built on the ``chosen`` personas lacks against those matching will
+        pick, not known yet: from the shortest kept backstory to the longest (real ones)."""
+        if not self.real:
+            return self.story
+        lengths = self.lengths(counter)
+        mean = float(lengths.loc[chosen["persona_id"]].mean())
+        return Span(float(lengths.min()) - mean, float(lengths.max()) - mean)
 
     def extra_of(self, chosen: pd.DataFrame, among: pd.DataFrame | None = None) -> Span:
         """The tokens a request built on the ``chosen`` personas lacks against the average one
@@ -318,13 +353,22 @@ class _Group:
 def _ask(
     c: RunConfig, survey: Survey, pool: _Pool, matches: pd.DataFrame | None, counter: TokenCounter
 ) -> list[Planned]:
+    dp, groups = _panel_groups(c, survey, pool, matches, counter)
+    return dp + [_answers(c, survey, group, counter) for group in groups]
+
+
+def _panel_groups(
+    c: RunConfig, survey: Survey, pool: _Pool, matches: pd.DataFrame | None, counter: TokenCounter
+) -> tuple[list[Planned], list[_Group]]:
+    """The DP backstories the answering stage writes first (where ``dp`` is asked), and the panel
+    sample of every asked method (the closed and the open questions are asked of the same panel)."""
     a = c.ask
     assert survey.respondents is not None
     ids = list(survey.respondents.traits.index)
     chosen_ids = [ids[i] for i in evenly(len(ids))]
     style = c.backstories.style
     anthology = [m for m in a.methods if m in ANTHOLOGY_METHODS]
-    groups = [_anthology_group(c, survey, pool, matches, method, chosen_ids) for method in anthology]
+    groups = [_anthology_group(c, survey, pool, matches, method, chosen_ids, counter) for method in anthology]
     shared = _distinct_anthology(c, survey, pool, matches, anthology, [g.members.high for g in groups])
     for group in groups:
         group.distinct = shared
@@ -351,8 +395,7 @@ def _ask(
             ("dp", rid, f"dp-{rid}", dp.style, dp_context(dp.style, texts[rid], "")) for rid in chosen_ids
         ]
         groups.append(_Group(pd.DataFrame(rows, columns=_PANEL), kept, story, False))
-    planned += [_answers(c, survey, group, counter) for group in groups]
-    return planned
+    return planned, groups
 
 
 #: The most (member, question) pairs hashed to count distinct prompts; beyond, a share of questions.
@@ -419,6 +462,7 @@ def _anthology_group(
     matches: pd.DataFrame | None,
     method: str,
     chosen_ids: list[Any],
+    counter: TokenCounter,
 ) -> _Group:
     """The panel sample of one Anthology method, its size, and the tokens its contexts lack: the
     recorded matches over the real backstories where both are here, else stand-ins."""
@@ -446,7 +490,8 @@ def _anthology_group(
     if raked:
         stand_in = stand_in.drop_duplicates("persona_id")
     panel = anthology_panel(stand_in, pool.stories, survey=survey, append=append, seed=c.seed)
-    return _Group(panel, members, pool.extra_of(stories), False)
+    extra = pool.extra_of(stories) if raked else pool.matched_extra(stories, counter)
+    return _Group(panel, members, extra, False)
 
 
 def _answers(c: RunConfig, survey: Survey, group: _Group, counter: TokenCounter) -> Planned:
@@ -485,3 +530,105 @@ def _answers(c: RunConfig, survey: Survey, group: _Group, counter: TokenCounter)
         keyed=keyed if group.exact else (),
         keyed_all=not sequential,
     )
+
+
+def _top_up(c: RunConfig, survey: Survey | None, pool: _Pool, counter: TokenCounter) -> list[Planned]:
+    """The pool stage's top-up: up to ``pool.top_up`` more backstories, planned as the backstories
+    stage plans them (the critic's questions included), and the kept ones' demographic survey. Low,
+    none (the audit passes at once); high, the whole budget, every round's batch written. The new
+    backstories are written by the same prompt and settings: where the pool's are written, the
+    survey's prompts are counted on those."""
+    budget = c.pool.top_up
+    if budget == 0:
+        return []
+    more = c.model_copy(update={"backstories": c.backstories.model_copy(update={"n": budget})})
+    if pool.real:
+        pool = _Pool(pool.stories, Span(min(budget, math.ceil(KEPT_SHARE_LOW * budget)), budget), ZERO, True)
+    else:
+        pool = _Pool.of(more, [], survey, None, counter)
+    up_to = Span(0, 1)
+    return [
+        # the new personas' indices continue after the pool's: the sample's cache keys are not theirs
+        dataclasses.replace(p, row="pool", requests=p.requests * up_to, units=p.units * up_to, keyed=())
+        for p in _backstories(more, pool, counter) + _demographics(more, pool, counter)
+    ]
+
+
+def _open(
+    c: RunConfig, survey: Survey, pool: _Pool, matches: pd.DataFrame | None, counter: TokenCounter
+) -> list[Planned]:
+    """Free-text answers: every member of every asked panel answers every open question, one
+    sampled request each, of 1 to ``open.max_tokens`` tokens."""
+    questions = survey.codebook.open_questions
+    if not questions:
+        return []
+    planned = []
+    for group in _panel_groups(c, survey, pool, matches, counter)[1]:
+        sample = open_requests(group.panel, questions, seed=c.seed, config=c.open)[1]
+        count = group.members * len(questions)
+        planned.append(
+            Planned(
+                "open",
+                sample,
+                count,
+                count,
+                completion=Span(1, c.open.max_tokens),
+                extra=group.extra,
+                keyed=sample if group.exact else (),
+            )
+        )
+    return planned
+
+
+def _code(
+    c: RunConfig, survey: Survey, pool: _Pool, artifacts: Artifacts, counter: TokenCounter
+) -> list[Planned]:
+    """The coder's scoring requests: one per free-text answer that is not empty. The humans' (each
+    open question's data ``column``) are known and counted, and so are the personas' where the run
+    directory holds them; else, low, every one is empty (none sent), high, every one is sent with
+    ``open.max_tokens`` tokens of text. With ``open.coder`` the row is another model's, counted with
+    the study model's tokenizer (and not looked up in the cache under the study model's identity)."""
+    questions = survey.codebook.open_questions
+    if not questions:
+        return []
+    row = "code" if c.open.coder is None else "code (open.coder)"
+    categories, by_id = survey.codebook.open_categories, {q.id: q for q in questions}
+
+    def known(answers: pd.DataFrame) -> list[Planned]:
+        said = answers[answers["text"].fillna("").astype(str).str.strip() != ""]
+        if not len(said):
+            return []
+        chosen = said.iloc[evenly(len(said))]
+        sample = [
+            coding_request(by_id[q].wording, str(text), categories[q], chat=False)
+            for q, text in zip(chosen["question_id"], chosen["text"], strict=True)
+        ]
+        lengths = [counter.text(str(text)) for text in said["text"]]  # short texts: all counted
+        extra = Span.of(float(np.mean(lengths) - np.mean([lengths[i] for i in evenly(len(said))])))
+        every = Span.of(len(said))
+        keyed = sample if c.open.coder is None else ()  # another model's keys are not the study's
+        return [Planned(row, sample, every, every, extra=extra, keyed=keyed)]
+
+    if artifacts.open_answers is not None:
+        planned = known(artifacts.open_answers)
+    else:
+        groups = _panel_groups(c, survey, pool, artifacts.matches, counter)[1]
+        answers = total([g.members for g in groups]) * len(questions)
+        stand_ins = [coding_request(q.wording, "", categories[q.id], chat=False) for q in questions]
+        sent = Span(0, answers.high)
+        planned = [Planned(row, stand_ins, sent, sent, extra=Span(1, c.open.max_tokens))]
+    columns = [q.column for q in questions if q.column]
+    if columns and survey.respondents is not None:
+        texts = respondent_columns(c.survey.name, c.survey.data, columns)
+        planned += known(
+            human_texts(texts.loc[texts.index.intersection(survey.respondents.traits.index)], questions)
+        )
+    return planned
+
+
+def total(values: Sequence[Span]) -> Span:
+    """The sum of ``values``."""
+    found = ZERO
+    for value in values:
+        found += value
+    return found

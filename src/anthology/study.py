@@ -345,12 +345,14 @@ def _artifacts(study: Plan, run: RunDir, reused: Sequence[str]) -> Artifacts:
             return None
         return run.read(name)
 
-    return Artifacts(backstories=usable("backstories"), matches=usable("matches"))
+    return Artifacts(
+        backstories=usable("backstories"), matches=usable("matches"), open_answers=usable("open_answers")
+    )
 
 
 def _matched_survey(run: RunDir, stages: Sequence[str]) -> Survey | None:
     """For a stage command that answers without matching: the survey the run matched."""
-    if "ask" not in stages:
+    if not {"ask", "open", "code"} & set(stages):
         return None
     try:
         return pipeline.run_survey(run)

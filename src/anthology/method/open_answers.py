@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from anthology.method import prompts
-from anthology.method.answering import with_system, member_key
+from anthology.method.answering import member_key, with_system
 from anthology.method.demographics import question_prompt
 from anthology.method.seeds import stable_int
 from anthology.method.settings import OpenConfig
@@ -82,7 +82,21 @@ def answer_open(
 ) -> pd.DataFrame:
     """Every panel member (see :data:`anthology.method.answering.PANEL_COLUMNS`) answers every open
     question in free text: one row per (member, question), see :data:`OPEN_ANSWER_COLUMNS`."""
-    config = config or OpenConfig()
+    rows, requests = open_requests(panel, questions, seed=seed, config=config or OpenConfig())
+    texts = [r.samples[0].text.strip() for r in _batched(model.generate, requests)]
+    made = identity_json(model)
+    frame = pd.DataFrame(
+        [{**row, "text": text, "model": made} for row, text in zip(rows, texts, strict=True)],
+        columns=list(OPEN_ANSWER_COLUMNS),
+    )
+    return _ids(frame)
+
+
+def open_requests(
+    panel: pd.DataFrame, questions: Sequence[OpenQuestion], *, seed: int, config: OpenConfig
+) -> tuple[list[dict[str, Any]], list[GenerateRequest]]:
+    """The free-text requests of every (member, question), in order, and their rows' ids and prompts
+    (also what ``--dry-run`` counts)."""
     rows: list[dict[str, Any]] = []
     requests: list[GenerateRequest] = []
     for member in panel.itertuples(index=False):
@@ -108,13 +122,7 @@ def answer_open(
                     seed=open_seed(seed, member.method, key, question.id),
                 )
             )
-    texts = [r.samples[0].text.strip() for r in _batched(model.generate, requests)]
-    made = identity_json(model)
-    frame = pd.DataFrame(
-        [{**row, "text": text, "model": made} for row, text in zip(rows, texts, strict=True)],
-        columns=list(OPEN_ANSWER_COLUMNS),
-    )
-    return _ids(frame)
+    return rows, requests
 
 
 def _batched(call: Any, requests: Sequence[Any]) -> list[Any]:
@@ -142,6 +150,14 @@ def coding_block(wording: str, text: str, categories: Sequence[OpenCategory]) ->
     return head + prompts.multiple_choice(CODING_QUESTION, [*options, NONE_OF_THESE])
 
 
+def coding_request(wording: str, text: str, categories: Sequence[OpenCategory], chat: bool) -> ScoreRequest:
+    """The coder's scoring request for one answer: the coding block (one user turn for a chat-only
+    coder) over the letters of the categories and "None of these"."""
+    block = coding_block(wording, text, categories)
+    context: Prompt = ({"role": "user", "content": block},) if chat else block
+    return ScoreRequest(context, prompts.option_continuations(len(categories) + 1, chat=chat))
+
+
 def code_answers(
     coder: LanguageModel,
     answers: pd.DataFrame,
@@ -158,12 +174,8 @@ def code_answers(
     requests = []
     for i in asked:
         row = answers.iloc[i]
-        block = coding_block(
-            questions[row["question_id"]].wording, row["text"], categories[row["question_id"]]
-        )
-        context: Prompt = ({"role": "user", "content": block},) if chat else block
-        k = len(categories[row["question_id"]]) + 1
-        requests.append(ScoreRequest(context, prompts.option_continuations(k, chat=chat)))
+        question = row["question_id"]
+        requests.append(coding_request(questions[question].wording, row["text"], categories[question], chat))
     results = dict(zip(asked, _batched(coder.score, requests), strict=True))
     made = identity_json(coder)
     rows = []
