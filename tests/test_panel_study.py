@@ -145,3 +145,48 @@ def test_open_question_second_wave_and_top_up_from_the_cli_and_the_python_api(tm
     for name in ("answers", "open_codes", "audit"):
         a, b = (pd.read_parquet(root / f"{name}.parquet") for root in (tmp_path / "cli", run.root))
         pd.testing.assert_frame_equal(a, b)
+
+
+def test_a_second_wave_the_humans_have_not_answered_is_asked_of_personas_only(tmp_path, tiny_folder):
+    """A pilot's wave 2 (or a cross-sectional survey's): the repeats have no data column; personas
+    answer them, the test-retest table has their stability, and the human metrics use wave 1."""
+    codebook = panel_survey(tmp_path)
+    data = tmp_path / "town-survey.csv"
+    pd.read_csv(data, dtype=str).drop(columns=["parks_w2", "council_w2"]).to_csv(data, index=False)
+    text = codebook.read_text()
+    for original in ("parks", "council"):
+        text = text.replace(
+            f"    repeats: {original}\n", f"    repeats: {original}\n    personas_only: true\n"
+        )
+    codebook.write_text(text)
+    settings = {**SETTINGS, "model": {"name": tiny_folder}, "survey": {"name": str(codebook)}}
+    settings["pool"] = {"top_up": 0}
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump(settings))
+    out = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "anthology", "run", str(config), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    answers = pd.read_parquet(out / "answers.parquet")
+    assert {"parks_w2", "council_w2"} <= set(answers["question_id"])
+    retest = pd.read_csv(out / "retest.csv").set_index(["method", "question_id"])
+    assert retest.loc[("humans", "parks"), "n_pairs"] == 0
+    assert retest.loc[("qa", "parks"), "n_pairs"] > 0
+    per_question = pd.read_csv(out / "metrics_per_question.csv")
+    assert set(per_question["question_id"]) == {"parks", "council", "library"}
+
+
+def test_only_a_repeat_can_be_asked_of_personas_only(tmp_path):
+    from surveys_support import one_line_error, run_cli
+
+    codebook = panel_survey(tmp_path)
+    codebook.write_text(
+        codebook.read_text().replace("  - id: library\n", "  - id: library\n    personas_only: true\n")
+    )
+    line = one_line_error(run_cli("surveys", "show", str(codebook)))
+    assert "asked of personas only, but only a repeat" in line

@@ -27,7 +27,7 @@ from anthology.method.raked_panel import persona_cells
 from anthology.metrics.frames import answers_from_frame
 from anthology.persona_pool import read_pool
 from anthology.store import RunDir
-from anthology.surveys import Questionnaire, Survey, load_survey
+from anthology.surveys import Question, Questionnaire, Survey, load_survey
 
 #: The artifacts an evaluation is made from, whose digests it records.
 INPUTS = ("answers", "humans", "matches")
@@ -55,13 +55,18 @@ class RunData:
     def questionnaire(self) -> Questionnaire:
         return self.survey.questionnaire
 
+    @cached_property
+    def compared(self) -> tuple[Question, ...]:
+        """The questions compared with the humans: all but the repeats asked of personas only."""
+        return tuple(q for q in self.questionnaire.questions if not q.personas_only)
+
     @property
     def question_ids(self) -> list[str]:
-        return list(self.questionnaire.ids)
+        return [q.id for q in self.compared]
 
     @cached_property
     def n_options(self) -> np.ndarray:
-        return np.array([len(q.options) for q in self.questionnaire.questions])
+        return np.array([len(q.options) for q in self.compared])
 
     @cached_property
     def human_answers(self) -> np.ndarray:
@@ -95,11 +100,11 @@ class RunData:
     def persona_frame(self, method: str) -> pd.DataFrame:
         """One row per respondent the method answered for (index ``respondent_id``; per persona,
         index ``persona_id``, for a panel without respondents), one column of positions per
-        question."""
+        question (every question asked, those of personas only too)."""
         if method not in self._frames:
             rows = self.answers[self.answers["method"] == method]
             wide = rows.pivot(index=self._key(method), columns="question_id", values="position")
-            self._frames[method] = wide.reindex(columns=self.question_ids)
+            self._frames[method] = wide.reindex(columns=list(self.questionnaire.ids))
         return self._frames[method]
 
     def rows(self, persona_weights: str) -> list[str]:
@@ -143,12 +148,12 @@ class RunData:
         return self.humans.set_index("respondent_id")["weight"].reindex(index).to_numpy(dtype=float)
 
     def persona_answers(self, method: str) -> np.ndarray:
-        return answers_from_frame(self.persona_frame(method))
+        return answers_from_frame(self.persona_frame(method), self.question_ids)
 
     def matched_answers(self, method: str) -> np.ndarray:
         """The method's answers aligned row by row with the humans (no answers where it has no row)."""
         frame = self.persona_frame(method).reindex(self.humans["respondent_id"])
-        return answers_from_frame(frame)
+        return answers_from_frame(frame, self.question_ids)
 
     def probabilities(self, method: str) -> np.ndarray | None:
         """``(n_personas, q, max K)`` per-answer option probabilities (logprob mode), rows in

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from anthology.evaluation.load import RunData
+from anthology.metrics.frames import answers_from_frame
 from anthology.metrics.retest import pool_change, stability
 
 #: The row of the humans in retest.csv.
@@ -34,15 +35,14 @@ RETEST_COLUMNS = (
 def retest_table(data: RunData) -> pd.DataFrame:
     """One row per (question, repeat) pair and method, the humans first (:data:`RETEST_COLUMNS`)."""
     questionnaire = data.questionnaire
-    column = {q: j for j, q in enumerate(data.question_ids)}
     rows = []
     for question_id, repeat_id in questionnaire.repeated():
         k = len(questionnaire[question_id].options)
-        pick = [column[question_id], column[repeat_id]]
-        sides = [(HUMANS, data.human_answers[:, pick], data.human_weights)]
+        pair = [question_id, repeat_id]
+        sides = [(HUMANS, answers_from_frame(data.humans, pair), data.human_weights)]
         for method in data.methods:
             weights = None if data.has_respondents(method) else data.persona_weights(method)
-            sides.append((method, data.persona_answers(method)[:, pick], weights))
+            sides.append((method, answers_from_frame(data.persona_frame(method), pair), weights))
         for method, answers, weights in sides:
             held = stability(answers[:, 0], answers[:, 1], k, weights)
             change = pool_change(answers[:, 0], answers[:, 1], k, weights)

@@ -305,7 +305,7 @@ def _questions(
     first = next(iter(comparisons.values()))
     floor = evaluation.per_question.drop_duplicates("question_id").set_index("question_id")
     out = []
-    for j, question in enumerate(data.questionnaire.questions):
+    for j, question in enumerate(data.compared):
         k = len(question.options)
         rows = [
             svg.StackRow(

@@ -28,8 +28,9 @@ def wave_sections(
     floor = evaluation.per_question.drop_duplicates("question_id").set_index("question_id")
     sections = []
     for name, part in questionnaire.parts():
-        picked = [column[q] for q in part.ids]
-        split = floor.loc[list(part.ids), "lower_bound_wd_raw"].mean()
+        compared = [q for q in part.ids if q in column]  # a wave of personas only has no WD
+        picked = [column[q] for q in compared]
+        split = floor.loc[compared, "lower_bound_wd_raw"].mean()
         rows = [{"label": "Human split-half", "wd": _number(split)}]
         rows += [
             {"label": method_label(method), "wd": _number(np.nanmean(result.wd_per_question_raw[picked]))}

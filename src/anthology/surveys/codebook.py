@@ -203,6 +203,8 @@ class Codebook(FrozenModel):
         for name, trait in self.traits.items():
             named.setdefault(trait.column, ("traits", name, "column"))
         for i, question in enumerate(self.questions):
+            if question.personas_only:
+                continue
             named.setdefault(question.data_column, ("questions", i, "column" if question.column else "id"))
         for i, open_question in enumerate(self.open_questions):
             if open_question.column:

@@ -59,6 +59,10 @@ def code_respondents(codebook: Codebook, table: Table) -> tuple[Respondents, Loa
     answers: dict[str, Any] = {}
     nonresponse: dict[str, Any] = {}
     for i, question in enumerate(codebook.questions):
+        if question.personas_only:  # no human answers: every respondent's is missing
+            answers[question.id] = pd.array([pd.NA] * len(ids), dtype="Int64")
+            nonresponse[question.id] = pd.Series("missing", index=ids).astype(_NONRESPONSE).array
+            continue
         coded = _decode(
             table,
             question.data_column,
@@ -103,8 +107,9 @@ def _left_out(
                 mask = (traits[name] == category.label).to_numpy(dtype=bool, na_value=False)
                 reason = f"are in {name} category {category.label!r}, excluded from matching ({where})"
                 reasons.append((reason, mask))
-    nothing = f"answered none of the {len(codebook.questions)} questions"
-    reasons.append((nothing, ~answers.notna().any(axis=1).to_numpy()))
+    asked = [q.id for q in codebook.questions if not q.personas_only]
+    nothing = f"answered none of the {len(asked)} questions"
+    reasons.append((nothing, ~answers[asked].notna().any(axis=1).to_numpy()))
     return reasons
 
 
@@ -241,6 +246,8 @@ def _uncovered_message(
 def _check_every_question_answered(codebook: Codebook, table: Table, people: Respondents) -> None:
     """A question with no answers (or only zero-weight ones) has no human distribution: refuse it."""
     for i, question in enumerate(codebook.questions):
+        if question.personas_only:
+            continue
         answered = people.answers[question.id].notna().to_numpy()
         if not answered.any() or people.weights.to_numpy()[answered].sum() <= 0:
             nobody = "nobody" if not answered.any() else "only respondents of weight zero"

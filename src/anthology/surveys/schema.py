@@ -61,6 +61,7 @@ class Question(FrozenModel):
     missing: dict[Code, MissingKind] = Field(default_factory=dict)
     note: str | None = None
     repeats: str | None = Field(None, min_length=1)  # the earlier wave's question this one repeats
+    personas_only: bool = False  # a repeat the humans have not answered (yet): no data column
 
     @model_validator(mode="before")
     @classmethod

@@ -24,6 +24,13 @@ def check_waves(questions: Sequence[Question], waves: Sequence[Wave]) -> None:
     question of an earlier wave that repeats nothing itself, with the same options. Raises
     :class:`CodeProblem` at the offending place (``waves[i].questions[j]`` or ``questions[i].repeats``)."""
     index = {q.id: i for i, q in enumerate(questions)}
+    for i, q in enumerate(questions):
+        if q.personas_only and q.repeats is None:
+            raise CodeProblem(
+                ("questions", i, "personas_only"),
+                f"question {q.id!r} is asked of personas only, but only a repeat (`repeats:`) can be: "
+                "give the humans' column or make it a repeat",
+            )
     if not waves:
         for i, q in enumerate(questions):
             if q.repeats is not None:
