@@ -33,7 +33,10 @@ def wave_sections(
         split = floor.loc[compared, "lower_bound_wd_raw"].mean()
         rows = [{"label": "Human split-half", "wd": _number(split)}]
         rows += [
-            {"label": method_label(method), "wd": _number(np.nanmean(result.wd_per_question_raw[picked]))}
+            {
+                "label": method_label(method),
+                "wd": _number(np.nanmean(result.wd_per_question_raw[picked]) if picked else np.nan),
+            }
             for method, result in comparisons.items()
         ]
         questions = [{"id": q.id, "wording": q.wording, "repeats": q.repeats} for q in part.questions]
