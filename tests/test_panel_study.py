@@ -77,6 +77,18 @@ def panel_survey(folder: Path) -> Path:
     return codebook
 
 
+def run_study_cli(config: Path, out: Path) -> None:
+    """``anthology run CONFIG --out OUT`` in a subprocess, offline; it must succeed."""
+    done = subprocess.run(
+        [sys.executable, "-m", "anthology", "run", str(config), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 def check_run(out: Path) -> None:
     manifest = json.loads((out / "manifest.json").read_text())
     pool = manifest["stages"]["pool"]
@@ -103,14 +115,7 @@ def test_free_text_answers_are_escaped_in_the_report(tmp_path, tiny_folder):
     config = tmp_path / "study.yaml"
     config.write_text(yaml.safe_dump(settings))
     out = tmp_path / "run"
-    done = subprocess.run(
-        [sys.executable, "-m", "anthology", "run", str(config), "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_study_cli(config, out)
     codes = pd.read_parquet(out / "open_codes.parquet")
     codes.loc[codes.index[0], "text"] = "<script>alert(1)</script>"
     codes.to_parquet(out / "open_codes.parquet")
@@ -125,14 +130,7 @@ def test_open_question_second_wave_and_top_up_from_the_cli_and_the_python_api(tm
     config = tmp_path / "study.yaml"
     config.write_text(yaml.safe_dump(settings))
 
-    cli = subprocess.run(
-        [sys.executable, "-m", "anthology", "run", str(config), "--out", str(tmp_path / "cli")],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"},
-    )
-    assert cli.returncode == 0, cli.stderr[-3000:]
+    run_study_cli(config, tmp_path / "cli")
     check_run(tmp_path / "cli")
 
     from anthology.cli.common import open_model
@@ -164,14 +162,7 @@ def test_a_second_wave_the_humans_have_not_answered_is_asked_of_personas_only(tm
     config = tmp_path / "study.yaml"
     config.write_text(yaml.safe_dump(settings))
     out = tmp_path / "run"
-    done = subprocess.run(
-        [sys.executable, "-m", "anthology", "run", str(config), "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_study_cli(config, out)
     answers = pd.read_parquet(out / "answers.parquet")
     assert {"parks_w2", "council_w2"} <= set(answers["question_id"])
     retest = pd.read_csv(out / "retest.csv").set_index(["method", "question_id"])

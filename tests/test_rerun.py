@@ -18,8 +18,9 @@ from fake_openai_server import FakeOpenAIServer
 from surveys_support import write_doc_example
 
 from anthology.cli import app
+from anthology.pipeline import STAGES
 
-ALL = ["backstories", "demographics", "pool", "match", "ask", "open", "code", "evaluate", "report"]
+ALL = [stage.name for stage in STAGES]
 
 
 def invoke(*args: str):

@@ -70,17 +70,7 @@ def test_run_kill_and_resume_gives_the_uninterrupted_result(config_file, tmp_pat
     assert (straight / "report.html").exists()
     assert "report:" in done.stdout
     manifest = json.loads((straight / "manifest.json").read_text())
-    assert set(manifest["stages"]) == {
-        "backstories",
-        "demographics",
-        "pool",
-        "match",
-        "ask",
-        "open",
-        "code",
-        "evaluate",
-        "report",
-    }
+    assert set(manifest["stages"]) == {stage.name for stage in STAGES}
     assert manifest["versions"]["anthology-personas"]
 
     resumed = tmp_path / "resumed"

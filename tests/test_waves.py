@@ -339,15 +339,6 @@ def finish(process: subprocess.Popen[str]) -> str:
     return err
 
 
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory, tiny_parts) -> str:
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    model, tokenizer = tiny_parts
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
-
-
 def test_a_two_wave_study_end_to_end_with_the_tiny_model(tiny_folder, tmp_path):
     survey = two_wave_survey(tmp_path, SHORT_FIRST)
     config = tmp_path / "study.yaml"
